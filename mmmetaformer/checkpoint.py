@@ -1,0 +1,192 @@
+"""Every MetaFormer checkpoint layout in the wild, converted to ours.
+
+Layouts (detected from the keys):
+
+- ``sail_v1``: sail-sg/poolformer ImageNet files (``patch_embed.proj``, ``network.{2i}.{j}``, ``norm``, ``head``)
+  and its detection/segmentation backbones (``norm0/2/4/6`` output norms).
+- ``sail_v2``: sail-sg/metaformer baselines (``downsample_layers``, ``stages.{i}.{j}``, ``norm``, ``head``).
+- ``mmpretrain``: mmpretrain's PoolFormer (``backbone.`` + sail_v1 names, final norm ``backbone.norm6``,
+  ``head.fc``), usually wrapped in ``{'state_dict': ...}``.
+- ``timm``: ``stem``, ``stages.{i}.downsample``, ``stages.{i}.blocks.{j}``, ``head.norm``, ``head.fc``.
+- ``mmmetaformer``: ours, as written by ``tools/convert_checkpoint.py`` or by a training run
+  (``backbone.`` + timm-like names with 2-D Linear weights, classifier ``head.norm`` and ``head.fc``).
+
+The canonical form is a flat dict of ``backbone.<our backbone key>`` and ``head.<our classifier head key>``.
+"""
+import re
+from collections import OrderedDict
+from typing import Dict, Optional, Tuple
+
+import torch
+from mmengine.logging import MMLogger
+from torch import Tensor, nn
+
+StateDict = Dict[str, Tensor]
+
+BACKBONE, HEAD = 'backbone.', 'head.'
+
+
+def unwrap(checkpoint) -> StateDict:
+    """The state dict inside a checkpoint file's content (plain, ``state_dict``, ``model`` or ``module``)."""
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f'a checkpoint must be a dict of tensors, got {type(checkpoint).__name__}')
+    for key in ('state_dict', 'model', 'module'):
+        if key in checkpoint and isinstance(checkpoint[key], dict):
+            return unwrap(checkpoint[key])
+    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in checkpoint.items()
+                       if isinstance(v, Tensor))
+
+
+def detect_layout(state_dict: StateDict) -> str:
+    """Name the layout of a state dict (see the module docstring); raise if it is none of them."""
+    keys = list(state_dict)
+
+    def has(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in keys)
+
+    if has('backbone.network.') or has('backbone.patch_embed.'):
+        return 'mmpretrain'
+    if has('backbone.stem.'):
+        return 'mmmetaformer'
+    if has('network.') or has('patch_embed.'):
+        return 'sail_v1'
+    if has('downsample_layers.'):
+        return 'sail_v2'
+    if has('stem.') and has('stages.'):
+        return 'timm'
+    sample = ', '.join(keys[:5])
+    raise ValueError(f'unrecognised checkpoint layout (first keys: {sample}); expected a sail-sg PoolFormer v1, '
+                     f'sail-sg MetaFormer-baselines, timm, mmpretrain PoolFormer or mmmetaformer checkpoint')
+
+
+def _sail_v1_key(key: str) -> Optional[str]:
+    key = re.sub(r'layer_scale_([12])$', r'layer_scale\1.scale', key)
+    if key.startswith('patch_embed.proj.'):
+        return BACKBONE + 'stem.conv.' + key[len('patch_embed.proj.'):]
+    match = re.match(r'network\.(\d+)\.(.*)$', key)
+    if match:
+        index, rest = int(match.group(1)), match.group(2)
+        if index % 2:  # downsampling between stages: network.1/3/5
+            return BACKBONE + f'stages.{(index + 1) // 2}.downsample.' + rest.replace('proj.', 'conv.', 1)
+        return BACKBONE + f'stages.{index // 2}.blocks.' + rest
+    match = re.match(r'norm([0246])\.(.*)$', key)
+    if match:  # output norms of the official dense-prediction backbone
+        return BACKBONE + f'out_norms.{int(match.group(1)) // 2}.{match.group(2)}'
+    if key.startswith('norm.'):
+        return HEAD + key
+    if key.startswith('head.'):
+        return HEAD + 'fc.' + key[len('head.'):]
+    return None
+
+
+def _sail_v2_key(key: str) -> Optional[str]:
+    match = re.match(r'downsample_layers\.(\d+)\.(pre_norm|post_norm|conv)\.(.*)$', key)
+    if match:
+        index, part, rest = int(match.group(1)), match.group(2), match.group(3)
+        part = 'conv' if part == 'conv' else 'norm'
+        if index == 0:
+            return BACKBONE + f'stem.{part}.{rest}'
+        return BACKBONE + f'stages.{index}.downsample.{part}.{rest}'
+    match = re.match(r'stages\.(\d+)\.(\d+)\.(.*)$', key)
+    if match:
+        return BACKBONE + f'stages.{match.group(1)}.blocks.{match.group(2)}.{match.group(3)}'
+    if key.startswith('norm.'):
+        return HEAD + key
+    if key.startswith('head.'):
+        return HEAD + 'fc.' + key[len('head.'):]
+    return None
+
+
+def _mmpretrain_key(key: str) -> Optional[str]:
+    if key.startswith('backbone.norm6.'):  # mmpretrain's classifier norm on the last stage
+        return HEAD + 'norm.' + key[len('backbone.norm6.'):]
+    if key.startswith(BACKBONE):
+        converted = _sail_v1_key(key[len(BACKBONE):])
+        return converted if converted and converted.startswith(BACKBONE) else None
+    if key.startswith('head.fc.'):
+        return key
+    return None
+
+
+def _timm_key(key: str) -> Optional[str]:
+    if key.startswith(('stem.', 'stages.')):
+        return BACKBONE + key
+    if key.startswith(('head.norm.', 'head.fc.')):
+        return key
+    return None
+
+
+def _own_key(key: str) -> Optional[str]:
+    return key if key.startswith((BACKBONE, HEAD)) else None
+
+
+_CONVERTERS = {'sail_v1': _sail_v1_key, 'sail_v2': _sail_v2_key, 'mmpretrain': _mmpretrain_key,
+               'timm': _timm_key, 'mmmetaformer': _own_key}
+
+
+def to_canonical(state_dict: StateDict) -> Tuple[StateDict, list, str]:
+    """Convert any known layout to ``backbone.*``/``head.*`` keys; return (converted, unused keys, layout)."""
+    layout = detect_layout(state_dict)
+    convert = _CONVERTERS[layout]
+    converted, unused = OrderedDict(), []
+    for key, value in state_dict.items():
+        new_key = convert(key)
+        if new_key is None:
+            unused.append(key)
+            continue
+        # 1x1 conv weights of NCHW implementations (PoolFormer v1 MLPs, timm) are our Linear weights; no
+        # MetaFormer conv has a 1x1 kernel.
+        if value.dim() == 4 and value.shape[2:] == (1, 1):
+            value = value.flatten(1)
+        converted[new_key] = value
+    return converted, unused, layout
+
+
+def match_shapes(state_dict: StateDict, module: nn.Module, what: str) -> None:
+    """Raise on the first tensor whose shape differs from the module's."""
+    expected = module.state_dict()
+    for key, value in state_dict.items():
+        if key in expected and expected[key].shape != value.shape:
+            raise ValueError(f'{what}: tensor {key!r} has shape {tuple(value.shape)} in the checkpoint but '
+                             f'{tuple(expected[key].shape)} in the model ({type(module).__name__}); the checkpoint '
+                             f'is for a different architecture or size')
+
+
+def read_checkpoint(path_or_url: str) -> StateDict:
+    """Read a local file or URL (as mmengine does) and return its state dict, with a clear error offline."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    try:
+        content = CheckpointLoader.load_checkpoint(path_or_url, map_location='cpu')
+    except Exception as error:  # noqa: BLE001  (network and file errors come in many types)
+        if re.match(r'^(https?|s3|openmmlab|torchvision|modelzoo|pavi)://', str(path_or_url)):
+            raise RuntimeError(
+                f'could not download the pretrained weights from {path_or_url} ({type(error).__name__}: {error}). '
+                f'Download the file on a machine with internet access and point the config at the local copy, '
+                f"e.g. --cfg-options model.backbone.init_cfg.checkpoint=/path/to/{path_or_url.rsplit('/', 1)[-1]} "
+                f'(any official layout works; tools/convert_checkpoint.py is optional).') from error
+        raise
+    return unwrap(content)
+
+
+def load_pretrained(backbone: nn.Module, checkpoint: str, prefix: Optional[str] = None) -> None:
+    """Load the backbone part of a checkpoint in any known layout into ``backbone``, logging what is missing
+    and what is unused; a tensor of the wrong shape is an error. ``prefix`` selects a sub-module of an mm
+    checkpoint first (e.g. ``'backbone.'``, the mmengine ``Pretrained`` convention)."""
+    logger = MMLogger.get_current_instance()
+    state_dict = read_checkpoint(checkpoint)
+    if prefix:
+        state_dict = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items() if k.startswith(prefix))
+    canonical, unused, layout = to_canonical(state_dict)
+    weights = OrderedDict((k[len(BACKBONE):], v) for k, v in canonical.items() if k.startswith(BACKBONE))
+    unused += [k for k in canonical if not k.startswith(BACKBONE)]
+    match_shapes(weights, backbone, f'checkpoint {checkpoint}')
+    result = backbone.load_state_dict(weights, strict=False)
+    missing = list(result.missing_keys)
+    logger.info(f'{type(backbone).__name__}: loaded {len(weights) - len(result.unexpected_keys)} tensors from '
+                f'{checkpoint} ({layout} layout)')
+    if missing:
+        fresh = all(k.startswith('out_norms.') for k in missing)
+        logger.log(20 if fresh else 30, f'{type(backbone).__name__}: missing keys, left at their initial values'
+                   f'{" (the fresh output norms of dense prediction)" if fresh else ""}: {missing}')
+    if result.unexpected_keys or unused:
+        logger.info(f'{type(backbone).__name__}: unused checkpoint keys: {list(result.unexpected_keys) + unused}')

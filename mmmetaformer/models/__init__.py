@@ -1,0 +1,15 @@
+from .caformer import CAFormer
+from .convformer import ConvFormer
+from .identityformer import IdentityFormer
+from .layers import ChannelLayerNorm, ModifiedLayerNorm, SquaredReLU, StarReLU
+from .metaformer import MetaFormer
+from .poolformer import PoolFormer
+from .poolformerv2 import PoolFormerV2
+from .randformer import RandFormer
+from .token_mixers import Attention, IdentityMixer, Pooling, RandomMixing, SepConv
+
+__all__ = [
+    'MetaFormer', 'PoolFormer', 'PoolFormerV2', 'IdentityFormer', 'RandFormer', 'ConvFormer', 'CAFormer',
+    'IdentityMixer', 'Pooling', 'RandomMixing', 'SepConv', 'Attention', 'ChannelLayerNorm', 'ModifiedLayerNorm',
+    'StarReLU', 'SquaredReLU'
+]
