@@ -190,3 +190,18 @@ def load_pretrained(backbone: nn.Module, checkpoint: str, prefix: Optional[str] 
                    f'{" (the fresh output norms of dense prediction)" if fresh else ""}: {missing}')
     if result.unexpected_keys or unused:
         logger.info(f'{type(backbone).__name__}: unused checkpoint keys: {list(result.unexpected_keys) + unused}')
+
+
+def identify_arch(canonical: StateDict) -> Optional[Tuple[str, str]]:
+    """The (family, arch) of the registered zoo whose backbone has exactly these tensor names and shapes."""
+    from . import models
+    found = {k[len(BACKBONE):]: tuple(v.shape) for k, v in canonical.items()
+             if k.startswith(BACKBONE) and not k.startswith(BACKBONE + 'out_norms.')}
+    for family in (models.PoolFormer, models.PoolFormerV2, models.IdentityFormer, models.RandFormer,
+                   models.ConvFormer, models.CAFormer):
+        for arch in family.arch_zoo:
+            with torch.device('meta'):
+                model = family(arch=arch, norm_outputs=False)
+            if {k: tuple(v.shape) for k, v in model.state_dict().items()} == found:
+                return family.__name__, arch
+    return None

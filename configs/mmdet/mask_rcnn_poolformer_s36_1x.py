@@ -1,0 +1,7 @@
+_base_ = './_base_/mask_rcnn_metaformer_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        type='mmmetaformer.PoolFormer',
+        arch='s36',
+        init_cfg=dict(type='Pretrained', checkpoint='https://github.com/sail-sg/poolformer/releases/download/v1.0/poolformer_s36.pth.tar')))

@@ -1,0 +1,5 @@
+_base_ = './_base_/metaformer_in1k.py'
+
+model = dict(
+    backbone=dict(type='mmmetaformer.PoolFormerV2', arch='m48', drop_path_rate=0.4),
+    head=dict(in_channels=768))

@@ -1,0 +1,42 @@
+"""mmpretrain classifier head reproducing the official MetaFormer heads (needs mmpretrain)."""
+from typing import Optional, Tuple
+
+import torch
+from mmpretrain.models.heads import ClsHead
+from torch import Tensor, nn
+
+from ..models.layers import MlpHead
+from ..registry import MODELS
+
+
+@MODELS.register_module()
+class MetaFormerClsHead(ClsHead):
+    """The official MetaFormer classifier on the last stage map (B, C, H, W).
+
+    - PoolFormer v1 (``norm_before_pool=True``): GroupNorm(1, C) (eps 1e-5) on the full map, global mean, Linear.
+    - The v2 family (``norm_before_pool=False``): global mean, LayerNorm(C) (eps 1e-6), then a Linear layer or, with
+      ``mlp_head=True`` (ConvFormer, CAFormer), the MlpHead (Linear 4C, SquaredReLU, LayerNorm, dropout, Linear).
+
+    The backbone must return only the last stage without its output norm:
+    ``out_indices=(3, ), norm_outputs=False``.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, norm_before_pool: bool = False, mlp_head: bool = False,
+                 head_dropout: float = 0.0, init_cfg: Optional[dict] = dict(type='TruncNormal', layer='Linear',
+                                                                            std=0.02), **kwargs) -> None:
+        super().__init__(init_cfg=init_cfg, **kwargs)
+        if head_dropout and not mlp_head:
+            raise ValueError('head_dropout is applied inside the MlpHead; it needs mlp_head=True')
+        self.norm_before_pool = norm_before_pool
+        self.norm = nn.GroupNorm(1, in_channels) if norm_before_pool else nn.LayerNorm(in_channels, eps=1e-6)
+        self.fc = MlpHead(in_channels, num_classes, head_dropout=head_dropout) if mlp_head else \
+            nn.Linear(in_channels, num_classes)
+
+    def pre_logits(self, feats: Tuple[Tensor]) -> Tensor:
+        x = feats[-1]
+        if self.norm_before_pool:
+            return self.norm(x).mean((2, 3))
+        return self.norm(x.mean((2, 3)))
+
+    def forward(self, feats: Tuple[Tensor]) -> Tensor:
+        return self.fc(self.pre_logits(feats))

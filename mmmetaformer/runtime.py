@@ -1,0 +1,111 @@
+"""Helpers of tools/train.py and tools/test.py: config overrides, data checks, CPU distributed runs."""
+import os
+import os.path as osp
+from typing import Iterator, List, Optional
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The data set a config points at is not on disk."""
+
+
+def _datasets(cfg: ConfigDict) -> Iterator[ConfigDict]:
+    """Every leaf dataset config of a (possibly wrapped) dataset config."""
+    if cfg is None:
+        return
+    if 'datasets' in cfg:
+        for child in cfg['datasets']:
+            yield from _datasets(child)
+    elif 'dataset' in cfg:
+        yield from _datasets(cfg['dataset'])
+    else:
+        yield cfg
+
+
+def missing_data(cfg: Config, splits: List[str]) -> List[str]:
+    """Paths a config's dataloaders need that do not exist (data root, annotation files, image folders)."""
+    missing = []
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader:
+            continue
+        for dataset in _datasets(loader.get('dataset')):
+            root = dataset.get('data_root') or ''
+            paths = []
+            if dataset.get('ann_file'):
+                paths.append(osp.join(root, dataset['ann_file']))
+            prefix = dataset.get('data_prefix') or {}
+            if isinstance(prefix, str):
+                prefix = dict(img=prefix)
+            paths += [osp.join(root, p) for p in prefix.values() if isinstance(p, str) and p]
+            if root and not paths:
+                paths.append(root)
+            missing += [p for p in paths if not osp.exists(p) and p not in missing]
+    return missing
+
+
+def check_data(cfg: Config, splits: List[str]) -> None:
+    """Stop at once, with where the data is expected and how to get started, if the data is not there."""
+    missing = missing_data(cfg, splits)
+    if not missing:
+        return
+    scope = cfg.get('default_scope', '')
+    hint = {
+        'mmdet': 'COCO 2017 is expected as data/coco/{annotations,train2017,val2017} (see README.md, "Data"). '
+                 'To try the whole pipeline without COCO, run `python tools/demo.py`: it generates a small COCO-format '
+                 'data set and trains RetinaNet-PoolFormer-S12 on it in minutes.',
+        'mmseg': 'ADE20K is expected as data/ade/ADEChallengeData2016/{images,annotations}/{training,validation} '
+                 '(see README.md, "Data").',
+        'mmpretrain': 'ImageNet-1K is expected as data/imagenet/{train,val} class folders or with meta/train.txt, '
+                      'meta/val.txt (see README.md, "Data").',
+    }.get(scope, 'See README.md, "Data".')
+    listed = '\n  '.join(missing)
+    raise DataNotFoundError(f'the data set of this config is not where it expects it; missing:\n  {listed}\n'
+                            f'{hint}\nOr point the config elsewhere: --cfg-options '
+                            f'train_dataloader.dataset.data_root=... (and val/test likewise).')
+
+
+def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
+    """Make ``--launcher pytorch`` work on machines without GPUs.
+
+    mmengine's launcher binds each rank to a CUDA device and wraps the model with ``device_ids``; without CUDA we
+    start the process group ourselves with gloo (mmengine then skips its own set-up) and wrap the model with a
+    device-less DistributedDataParallel.
+    """
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    cfg.setdefault('env_cfg', ConfigDict()).setdefault('dist_cfg', ConfigDict())['backend'] = 'gloo'
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def enable_amp(cfg: Config) -> None:
+    """Mixed precision: fp16 with dynamic loss scaling on GPU, bf16 on CPU."""
+    optim_wrapper = cfg.optim_wrapper
+    if optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        return
+    optim_wrapper.type = 'AmpOptimWrapper'
+    if torch.cuda.is_available():
+        optim_wrapper.loss_scale = 'dynamic'
+    else:
+        optim_wrapper.dtype = 'bfloat16'
+
+
+def set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:
+    """``--work-dir`` > the config's ``work_dir`` > ./work_dirs/<config name> (the mm convention)."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def local_rank_env(local_rank: Optional[int]) -> None:
+    """Older launchers pass ``--local_rank``; mmengine reads ``LOCAL_RANK``."""
+    if local_rank is not None and 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(local_rank)

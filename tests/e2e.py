@@ -1,0 +1,54 @@
+"""Helpers of the end-to-end tests: derived configs on tiny generated data, and running the tools."""
+import os
+import subprocess
+import sys
+from typing import List
+
+from conftest import ROOT
+
+
+def write_config(path, base: str, body: str) -> str:
+    """A config inheriting ``base`` (relative to the repository's configs/) with ``body`` appended."""
+    path.write_text(f"_base_ = '{os.path.join(ROOT, 'configs', base)}'\n{body}")
+    return str(path)
+
+
+def run_tool(args: List[str], timeout: int = 900, env=None, cwd=ROOT) -> subprocess.CompletedProcess:
+    """Run ``python tools/<args>`` (or a shell script) and fail with its output if it fails."""
+    command = args if args[0].endswith('.sh') else [sys.executable] + args
+    full_env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', **(env or {}))
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    assert result.returncode == 0, f'{" ".join(args)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}'
+    return result
+
+
+DET_TINY = """
+data_root = '{root}/'
+metainfo = dict(classes=('square', 'circle', 'triangle'))
+model = dict(backbone=dict(init_cfg=None){model_extra})
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask={mask}),
+    dict(type='Resize', scale=(128, 128), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(128, 128), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask={mask}),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(
+    data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_train.json',
+    data_prefix=dict(img='train/'), filter_cfg=dict(filter_empty_gt=True, min_size=0), pipeline=train_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(
+    data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_val.json',
+    data_prefix=dict(img='val/'), pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5)]
+default_hooks = dict(logger=dict(interval=1))
+"""

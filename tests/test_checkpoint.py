@@ -1,0 +1,132 @@
+"""Same weights, same features: official-layout checkpoints from the independent reference implementation, and
+timm / mmpretrain / our own layouts, loaded through ``init_cfg``."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import mmmetaformer as mmf
+from conftest import ROOT
+from reference_impl import build_reference
+
+FAMILIES = {'poolformer': mmf.PoolFormer, 'poolformerv2': mmf.PoolFormerV2, 'identityformer': mmf.IdentityFormer,
+            'randformer': mmf.RandFormer, 'convformer': mmf.ConvFormer, 'caformer': mmf.CAFormer}
+SMALLEST = ['poolformer_s12', 'poolformerv2_s12', 'identityformer_s12', 'randformer_s12', 'convformer_s18',
+            'caformer_s18']
+
+
+def load_ours(name, checkpoint, **kwargs):
+    family, arch = name.split('_')
+    model = FAMILIES[family](arch=arch, norm_outputs=False, init_cfg=dict(type='Pretrained', checkpoint=checkpoint),
+                             **kwargs)
+    model.init_weights()
+    return model.eval()
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def assert_same_features(model, reference_stages, size):
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        ours, ref = model(x), reference_stages(x)
+    assert len(ours) == 4
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape
+        assert rel_err(a, b) < 1e-4
+
+
+@pytest.mark.parametrize('name', SMALLEST)
+def test_official_layout_gives_the_reference_stage_outputs(name, tmp_ckpt):
+    reference = build_reference(name)
+    model = load_ours(name, tmp_ckpt(reference.state_dict()))
+    assert_same_features(model, reference.stage_outputs, (224, 224))
+    if not name.startswith('randformer'):  # the official RandFormer only runs at 224
+        assert_same_features(model, reference.stage_outputs, (200, 333))
+
+
+def test_mmpretrain_layout(tmp_ckpt):
+    reference = build_reference('poolformer_s12')
+    state = {}
+    for key, value in reference.state_dict().items():
+        if key.startswith('norm.'):
+            state['backbone.norm6.' + key[5:]] = value
+        elif key.startswith('head.'):
+            state['head.fc.' + key[5:]] = value
+        else:
+            state['backbone.' + key] = value
+    model = load_ours('poolformer_s12', tmp_ckpt({'state_dict': state, 'meta': {}}))
+    assert_same_features(model, reference.stage_outputs, (160, 224))
+
+
+@pytest.mark.parametrize('name', ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18', 'caformer_s18'])
+def test_timm_layout_gives_timm_stage_outputs(name, tmp_ckpt):
+    timm = pytest.importorskip('timm')
+    torch.manual_seed(1)
+    reference = timm.create_model(name, pretrained=False).eval()
+    with torch.no_grad():
+        for key, param in reference.named_parameters():
+            if param.dim() == 1:
+                param.add_(0.1 * torch.randn_like(param))
+
+    def timm_stages(x):
+        return reference.forward_intermediates(x, intermediates_only=True)
+
+    model = load_ours(name, tmp_ckpt(reference.state_dict()))
+    assert_same_features(model, timm_stages, (224, 224))
+    assert_same_features(model, timm_stages, (200, 333))
+
+
+def test_wrong_architecture_names_the_first_mismatching_tensor(tmp_ckpt):
+    path = tmp_ckpt(build_reference('poolformer_m36').state_dict())
+    with pytest.raises(ValueError, match=r"'stem\.conv\.weight' has shape \(96, 3, 7, 7\) in the checkpoint but "
+                                         r'\(64, 3, 7, 7\) in the model'):
+        load_ours('poolformer_s12', path)
+
+
+def test_missing_and_unused_keys_are_logged(tmp_ckpt):
+    from mmengine.logging import MMLogger
+    state = build_reference('caformer_s18').state_dict()
+    del state['stages.3.2.mlp.fc2.weight']
+    path = tmp_ckpt(state)
+    logger = MMLogger.get_instance('mmmetaformer-test', log_level='INFO')
+    messages = []
+    handler = type('H', (__import__('logging').Handler, ), {'emit': lambda self, r: messages.append(r.getMessage())})()
+    logger.addHandler(handler)
+    try:
+        family, arch = 'caformer', 's18'
+        model = FAMILIES[family](arch=arch, out_indices=(1, 2, 3), init_cfg=dict(type='Pretrained', checkpoint=path))
+        model.init_weights()
+    finally:
+        logger.removeHandler(handler)
+    text = '\n'.join(messages)
+    assert 'stages.3.blocks.2.mlp.fc2.weight' in text
+    assert 'out_norms.1.weight' in text
+    assert 'head.fc.fc1.weight' in text  # the classifier is not part of the backbone
+
+
+def test_unreachable_url_says_how_to_use_a_local_file():
+    model = mmf.PoolFormer('s12', init_cfg=dict(type='Pretrained',
+                                                checkpoint='http://127.0.0.1:9/poolformer_s12.pth.tar'))
+    with pytest.raises(RuntimeError, match=r'(?s)http://127\.0\.0\.1:9/poolformer_s12\.pth\.tar.*'
+                                           r'model\.backbone\.init_cfg\.checkpoint=/path/to/poolformer_s12\.pth\.tar'):
+        model.init_weights()
+
+
+@pytest.mark.parametrize('name', ['poolformer_s12', 'caformer_s18'])
+def test_convert_checkpoint_tool_writes_a_loadable_classifier(name, tmp_ckpt, tmp_path):
+    reference = build_reference(name)
+    src = tmp_ckpt(reference.state_dict(), 'official.pth')
+    dst = tmp_path / 'converted.pth'
+    result = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', src, str(dst)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    family, arch = name.split('_')
+    assert f'{FAMILIES[family].__name__} {arch}' in result.stdout
+    converted = torch.load(dst, map_location='cpu')
+    assert all(k.startswith(('backbone.', 'head.')) for k in converted['state_dict'])
+    # our own layout loads back and gives the same features
+    model = load_ours(name, str(dst))
+    assert_same_features(model, reference.stage_outputs, (128, 160))

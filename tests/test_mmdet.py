@@ -1,0 +1,146 @@
+"""Detection: published model sizes, and real end-to-end runs of the tools on tiny generated COCO-format data."""
+import glob
+import json
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from e2e import DET_TINY, run_tool, write_config
+
+pytest.importorskip('mmdet')
+
+RETINA_HEAD = ', bbox_head=dict(num_classes=3)'
+MASK_HEADS = ', roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3))'
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    from mmmetaformer.demo_data import make_coco_shapes
+    return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 8), ('val', 4)))
+
+
+def build_detector(config: str):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
+    import mmmetaformer  # noqa: F401
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mmdet', config))
+    init_default_scope('mmdet')
+    return MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('config, params', [
+    ('retinanet_poolformer_s12_1x.py', 21.7), ('retinanet_poolformer_s24_1x.py', 31.1),
+    ('retinanet_poolformer_s36_1x.py', 40.6), ('mask_rcnn_poolformer_s12_1x.py', 31.6),
+    ('mask_rcnn_poolformer_s24_1x.py', 41.0), ('mask_rcnn_poolformer_s36_1x.py', 50.5)])
+def test_published_detector_sizes(config, params):
+    model = build_detector(config)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == params
+
+
+def test_config_settings_are_the_published_ones():
+    from mmengine.config import Config
+    retina = Config.fromfile(osp.join(ROOT, 'configs/mmdet/retinanet_poolformer_s12_1x.py'))
+    mask = Config.fromfile(osp.join(ROOT, 'configs/mmdet/mask_rcnn_poolformer_s12_1x.py'))
+    assert retina.optim_wrapper.optimizer == dict(type='AdamW', lr=1e-4, weight_decay=1e-4)
+    assert mask.optim_wrapper.optimizer == dict(type='AdamW', lr=2e-4, weight_decay=1e-4)
+    for cfg in (retina, mask):
+        assert cfg.train_cfg.max_epochs == 12
+        warmup, steps = cfg.param_scheduler
+        assert (warmup.type, warmup.start_factor, warmup.end, warmup.by_epoch) == ('LinearLR', 0.001, 500, False)
+        assert (steps.type, steps.milestones, steps.gamma) == ('MultiStepLR', [8, 11], 0.1)
+        assert cfg.train_dataloader.batch_size == 2 and cfg.auto_scale_lr.base_batch_size == 16
+        assert cfg.train_pipeline[2] == dict(type='Resize', scale=(1333, 800), keep_ratio=True)
+        assert cfg.model.backbone.drop_path_rate == 0.0
+        assert cfg.model.backbone.init_cfg.checkpoint.endswith('poolformer_s12.pth.tar')
+    assert retina.model.backbone.out_indices == (1, 2, 3)
+    assert retina.model.neck.add_extra_convs == 'on_input' and retina.model.neck.num_outs == 5
+    assert mask.model.backbone.out_indices == (0, 1, 2, 3)
+
+
+@pytest.mark.parametrize('family', ['poolformerv2_s12', 'convformer_s18', 'caformer_s18'])
+def test_other_families_build(family):
+    for detector in ('retinanet', 'mask_rcnn'):
+        model = build_detector(f'{detector}_{family}_1x.py')
+        assert type(model.backbone).__name__.lower() == family.split('_')[0]
+
+
+def test_retinanet_train_test_and_show(shapes, tmp_path):
+    config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
+                          DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
+    work = tmp_path / 'work'
+    run_tool(['tools/train.py', config, '--work-dir', str(work)])
+    checkpoint = work / 'epoch_1.pth'
+    assert checkpoint.exists()
+    result = run_tool(['tools/test.py', config, str(checkpoint), '--work-dir', str(work),
+                       '--out', str(tmp_path / 'results.pkl'), '--show-dir', str(tmp_path / 'show')])
+    assert 'coco/bbox_mAP' in result.stdout + result.stderr
+    assert (tmp_path / 'results.pkl').exists()
+    assert glob.glob(str(tmp_path / 'show' / '**' / '*.jpg'), recursive=True)
+
+
+def test_mask_rcnn_train_test(shapes, tmp_path):
+    config = write_config(tmp_path / 'mask.py', 'mmdet/mask_rcnn_poolformer_s12_1x.py',
+                          DET_TINY.format(root=shapes, model_extra=MASK_HEADS, mask=True, epochs=1))
+    work = tmp_path / 'work'
+    run_tool(['tools/train.py', config, '--work-dir', str(work)])
+    result = run_tool(['tools/test.py', config, str(work / 'epoch_1.pth'), '--work-dir', str(work)])
+    assert 'coco/segm_mAP' in result.stdout + result.stderr
+
+
+def test_dist_train_two_processes_on_cpu(shapes, tmp_path):
+    config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
+                          DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
+    work = tmp_path / 'work'
+    result = run_tool(['tools/dist_train.sh', config, '2', '--work-dir', str(work)], env={'PORT': '29517'})
+    assert (work / 'epoch_1.pth').exists()
+    assert 'Distributed launcher: pytorch' in result.stdout + result.stderr or 'world_size: 2' in \
+        result.stdout + result.stderr
+
+
+def test_sigkill_then_resume_loses_no_finished_epoch(shapes, tmp_path):
+    config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
+                          DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=3))
+    work = tmp_path / 'work'
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    process = subprocess.Popen([sys.executable, 'tools/train.py', config, '--work-dir', str(work)], cwd=ROOT,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (work / 'epoch_1.pth').exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)  # the checkpoint is written; kill during epoch 2
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (work / 'epoch_1.pth').exists() and not (work / 'epoch_3.pth').exists()
+    result = run_tool(['tools/train.py', config, '--work-dir', str(work), '--resume'])
+    log = result.stdout + result.stderr
+    assert 'resumed' in log.lower()
+    assert 'Epoch(train)  [1]' not in log and 'Epoch(train) [1]' not in log  # epoch 1 not trained again
+    assert (work / 'epoch_3.pth').exists()
+
+
+def test_amp_training_has_finite_losses(shapes, tmp_path):
+    config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
+                          DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
+    work = tmp_path / 'work'
+    run_tool(['tools/train.py', config, '--work-dir', str(work), '--amp'])
+    logs = glob.glob(str(work / '*' / 'vis_data' / 'scalars.json'))
+    losses = [json.loads(line)['loss'] for line in open(logs[0]) if '"loss"' in line]
+    assert losses and all(loss == loss and abs(loss) < 1e4 for loss in losses)
+
+
+def test_missing_coco_stops_at_once_with_a_pointer_to_the_demo(tmp_path):
+    result = subprocess.run([sys.executable, 'tools/train.py', 'configs/mmdet/retinanet_poolformer_s12_1x.py',
+                             '--work-dir', str(tmp_path), '--cfg-options',
+                             f'train_dataloader.dataset.data_root={tmp_path}/nowhere/'],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode != 0
+    assert 'nowhere/annotations/instances_train2017.json' in result.stderr
+    assert 'tools/demo.py' in result.stderr

@@ -1,0 +1,56 @@
+"""Train any mmdet / mmseg / mmpretrain config (the config's ``default_scope`` picks the library)."""
+import argparse
+import sys
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+from mmmetaformer.runtime import (DataNotFoundError, check_data, enable_amp, local_rank_env, set_work_dir,
+                                  setup_cpu_distributed)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a detector, segmentor or classifier')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser.add_argument('--amp', action='store_true', help='mixed precision (fp16 on GPU, bf16 on CPU)')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from PATH, or without PATH from the last checkpoint in the work dir')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by the real total batch size over the config\'s base_batch_size')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. model.backbone.init_cfg.checkpoint=/path.pth')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    local_rank_env(args.local_rank)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    set_work_dir(cfg, args.config, args.work_dir)
+    if args.amp:
+        enable_amp(cfg)
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            sys.exit('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    try:
+        check_data(cfg, ['train', 'val'])
+    except DataNotFoundError as error:
+        sys.exit(f'error: {error}')
+    setup_cpu_distributed(cfg, args.launcher)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
