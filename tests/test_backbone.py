@@ -55,8 +55,8 @@ def test_official_layout_maps_exactly_onto_the_backbone(name):
     ours = {'backbone.' + k: tuple(v.shape) for k, v in model.state_dict().items()}
     backbone = {k: tuple(v.shape) for k, v in canonical.items() if k.startswith('backbone.')}
     assert backbone == ours
-    head = sum(v.numel() for k, v in canonical.items() if k.startswith('head.'))
-    assert abs(BACKBONE_PARAMS[name] + head - count) < 1000  # header counts are rounded to 1e3
+    assert sum(v.numel() for v in canonical.values()) == sum(v.numel() for v in empty_state_dict(shapes).values())
+    assert abs(sum(v.numel() for v in canonical.values()) - count) < 1000  # header counts are rounded to 1e3
 
 
 def test_official_detection_backbone_layout_includes_output_norms():
@@ -65,7 +65,8 @@ def test_official_detection_backbone_layout_includes_output_norms():
     model = build('poolformer_s12')
     assert {k: tuple(v.shape) for k, v in canonical.items()} == \
         {'backbone.' + k: tuple(v.shape) for k, v in model.state_dict().items()}
-    assert sum(p.numel() for p in model.parameters()) == count
+    assert sum(p.numel() for p in model.parameters()) == sum(v.numel() for v in canonical.values())
+    assert abs(sum(p.numel() for p in model.parameters()) - count) < 1000  # header counts are rounded
 
 
 @pytest.mark.parametrize('name', ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18', 'caformer_s18',

@@ -29,8 +29,11 @@ def test_resampling_keeps_the_spatial_structure():
     with torch.no_grad():
         mixer.random_matrix.copy_(torch.eye(49))  # pure identity mixing
     matrix = mixer.mixing_matrix(14, 14)
-    # an identity mixing stays local: every token's weight is concentrated on its own neighbourhood
-    assert (matrix.argmax(1) == torch.arange(196)).float().mean() > 0.9
+    # an identity mixing stays local: every token's strongest source is itself or an adjacent token
+    source = matrix.argmax(1)
+    own = torch.arange(196)
+    distance = torch.maximum((source // 14 - own // 14).abs(), (source % 14 - own % 14).abs())
+    assert distance.max() <= 1
 
 
 def test_cache_is_dropped_when_the_matrix_changes():

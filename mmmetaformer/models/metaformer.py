@@ -156,7 +156,8 @@ class MetaFormer(BaseModule):
         layer_scales = _per_stage(arch.get('layer_scale_init_values'), 'layer_scale_init_values')
         res_scales = _per_stage(arch.get('res_scale_init_values'), 'res_scale_init_values')
         mlp_cfg = dict(arch.get('mlp_cfg', {}))
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        total = sum(depths)
+        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
 
         self.stem = Stem(in_channels, dims[0], arch.get('stem_norm_cfg'))
         self.stages = nn.ModuleList()
