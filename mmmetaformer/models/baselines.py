@@ -22,7 +22,7 @@ def baseline_arch(depths: Sequence[int], dims: Sequence[int], token_mixers: Unio
         dims=dims,
         token_mixers=token_mixers,
         norm_cfg=norm_cfg,
-        mlp_cfg=dict(act_cfg=dict(type='StarReLU'), bias=False),
+        mlp_cfg=dict(act_cfg=dict(type='StarReLU', inplace=True), bias=False),
         stem_norm_cfg=LN_NO_BIAS,
         downsample_norm_cfg=LN_NO_BIAS,
         layer_scale_init_values=None,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import MODELS
-from .layers import StarReLU
+from .layers import ChannelLinear, StarReLU
 
 
 @MODELS.register_module()
@@ -52,10 +52,10 @@ class SepConv(nn.Module):
     def __init__(self, dim: int, expansion_ratio: float = 2.0, kernel_size: int = 7, bias: bool = False) -> None:
         super().__init__()
         hidden = int(expansion_ratio * dim)
-        self.pwconv1 = nn.Linear(dim, hidden, bias=bias)
-        self.act1 = StarReLU()
+        self.pwconv1 = ChannelLinear(dim, hidden, bias=bias)
+        self.act1 = StarReLU(inplace=True)
         self.dwconv = nn.Conv2d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden, bias=bias)
-        self.pwconv2 = nn.Linear(hidden, dim, bias=bias)
+        self.pwconv2 = ChannelLinear(hidden, dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.act1(self.pwconv1(x))
@@ -73,9 +73,9 @@ class Attention(nn.Module):
         self.head_dim = head_dim
         self.num_heads = num_heads or max(dim // head_dim, 1)
         inner = self.num_heads * head_dim
-        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.qkv = ChannelLinear(dim, 3 * inner, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(inner, dim, bias=proj_bias)
+        self.proj = ChannelLinear(inner, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: Tensor) -> Tensor:
