@@ -3,3 +3,15 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmmetaformer', locations=['mmmetaformer.models'])
+
+
+def build_module(cfg: dict, **kwargs):
+    """Build ``cfg`` (plus ``kwargs``) from this registry, whatever the running library's default scope is.
+
+    MMEngine resolves a type in the registry of the current default scope (e.g. mmdet's), where our mixers, norms
+    and activations are not; scoping the build here keeps them found while a scoped type such as
+    ``'mmdet.Foo'`` still works.
+    """
+    cfg = dict(cfg, **kwargs)
+    cfg.setdefault('_scope_', MODELS.scope)
+    return MODELS.build(cfg)

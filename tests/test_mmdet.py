@@ -15,8 +15,10 @@ from e2e import DET_TINY, run_tool, write_config
 
 pytest.importorskip('mmdet')
 
-RETINA_HEAD = ', bbox_head=dict(num_classes=3)'
-MASK_HEADS = ', roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3))'
+# score_thr 0: a detector trained for a few iterations must still output boxes for the metric to score.
+RETINA_HEAD = ', bbox_head=dict(num_classes=3), test_cfg=dict(score_thr=0.0)'
+MASK_HEADS = (', roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)), '
+              'test_cfg=dict(rcnn=dict(score_thr=0.0))')
 
 
 @pytest.fixture(scope='module')

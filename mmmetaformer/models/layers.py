@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..registry import MODELS
+from ..registry import MODELS, build_module
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -63,7 +63,7 @@ class ModifiedLayerNorm(_FP32Norm):
 
 def build_norm(cfg: dict, num_channels: int) -> nn.Module:
     """Build a norm from a config such as ``dict(type='ChannelLayerNorm', bias=False, eps=1e-6)``."""
-    return MODELS.build(dict(cfg, num_channels=num_channels))
+    return build_module(cfg, num_channels=num_channels)
 
 
 @MODELS.register_module()
@@ -153,7 +153,7 @@ class Mlp(nn.Module):
         super().__init__()
         hidden = int(mlp_ratio * dim)
         self.fc1 = ChannelLinear(dim, hidden, bias=bias)
-        self.act = MODELS.build(act_cfg or dict(type='StarReLU', inplace=True))
+        self.act = build_module(act_cfg or dict(type='StarReLU', inplace=True))
         self.drop1 = nn.Dropout(drop)
         self.fc2 = ChannelLinear(hidden, dim, bias=bias)
         self.drop2 = nn.Dropout(drop)

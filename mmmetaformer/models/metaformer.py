@@ -8,7 +8,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..registry import MODELS
+from ..registry import MODELS, build_module
 from .layers import DropPath, Mlp, Scale, build_norm
 
 NUM_STAGES = 4
@@ -56,7 +56,7 @@ class MetaFormerBlock(nn.Module):
             return Scale(dim, res_scale_init_value) if res_scale_init_value is not None else nn.Identity()
 
         self.norm1 = build_norm(norm_cfg, dim)
-        self.token_mixer = MODELS.build(dict(token_mixer_cfg, dim=dim))
+        self.token_mixer = build_module(token_mixer_cfg, dim=dim)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.layer_scale1 = scale()
         self.res_scale1 = res_scale()
