@@ -1,5 +1,7 @@
-"""MMEngine registry of mmmetaformer: backbones, token mixers, norms and activations (scope ``mmmetaformer``)."""
+"""MMEngine registries of mmmetaformer (scope ``mmmetaformer``): models (backbones, token mixers, norms,
+activations) and optimizer wrappers."""
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmmetaformer', locations=['mmmetaformer.models'])
@@ -15,3 +17,7 @@ def build_module(cfg: dict, **kwargs):
     cfg = dict(cfg, **kwargs)
     cfg.setdefault('_scope_', MODELS.scope)
     return MODELS.build(cfg)
+
+
+OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='mmmetaformer',
+                          locations=['mmmetaformer.engine'])

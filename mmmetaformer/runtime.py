@@ -81,20 +81,19 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
         dist.init_process_group(backend='gloo')
     cfg.setdefault('env_cfg', ConfigDict()).setdefault('dist_cfg', ConfigDict())['backend'] = 'gloo'
     if cfg.get('model_wrapper_cfg') is None:
-        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
                                      find_unused_parameters=cfg.get('find_unused_parameters', False))
 
 
 def enable_amp(cfg: Config) -> None:
     """Mixed precision: fp16 with dynamic loss scaling on GPU, bf16 on CPU."""
     optim_wrapper = cfg.optim_wrapper
-    if optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
-        return
-    optim_wrapper.type = 'AmpOptimWrapper'
+    if optim_wrapper.get('type', 'OptimWrapper') not in ('OptimWrapper', 'mmengine.OptimWrapper'):
+        return  # the config already chose a wrapper
     if torch.cuda.is_available():
-        optim_wrapper.loss_scale = 'dynamic'
+        optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
     else:
-        optim_wrapper.dtype = 'bfloat16'
+        optim_wrapper.update(type='mmmetaformer.AutocastOptimWrapper', dtype='bfloat16')
 
 
 def set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:

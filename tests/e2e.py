@@ -16,7 +16,7 @@ def write_config(path, base: str, body: str) -> str:
 def run_tool(args: List[str], timeout: int = 900, env=None, cwd=ROOT) -> subprocess.CompletedProcess:
     """Run ``python tools/<args>`` (or a shell script) and fail with its output if it fails."""
     command = args if args[0].endswith('.sh') else [sys.executable] + args
-    full_env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', **(env or {}))
+    full_env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', PYTHON=sys.executable, **(env or {}))
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
     assert result.returncode == 0, f'{" ".join(args)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}'
     return result

@@ -192,3 +192,15 @@ def test_registry_scope_and_mm_config_type():
     assert MODELS.scope == 'mmmetaformer' and MODELS.parent is ROOT
     model = ROOT.build(dict(type='mmmetaformer.CAFormer', arch='s18', out_indices=(3, )))
     assert isinstance(model, mmf.CAFormer)
+
+
+def test_autocast_optim_wrapper_runs_the_forward_in_bf16_with_fp32_norms():
+    from mmmetaformer.engine import AutocastOptimWrapper
+    model = mmf.PoolFormer('s12', out_indices=(3, ))
+    wrapper = AutocastOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    seen = {}
+    model.stages[3].blocks[0].mlp.fc1.register_forward_hook(lambda m, i, o: seen.setdefault('fc1', o.dtype))
+    model.stages[3].blocks[0].norm1.register_forward_hook(lambda m, i, o: seen.setdefault('stats', m.weight.dtype))
+    with wrapper.optim_context(model):
+        out = model(torch.randn(1, 3, 64, 64))[0]
+    assert seen['fc1'] == torch.bfloat16 and torch.isfinite(out.float()).all()
