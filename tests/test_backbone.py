@@ -199,8 +199,19 @@ def test_autocast_optim_wrapper_runs_the_forward_in_bf16_with_fp32_norms():
     model = mmf.PoolFormer('s12', out_indices=(3, ))
     wrapper = AutocastOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     seen = {}
-    model.stages[3].blocks[0].mlp.fc1.register_forward_hook(lambda m, i, o: seen.setdefault('fc1', o.dtype))
-    model.stages[3].blocks[0].norm1.register_forward_hook(lambda m, i, o: seen.setdefault('stats', m.weight.dtype))
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen[name] = output.dtype
+        return hook
+
+    block = model.stages[3].blocks[0]
+    block.mlp.fc1.register_forward_hook(record('fc1'))
+    norm_inputs = []
+    original = block.norm1._normalize
+    block.norm1._normalize = lambda x: norm_inputs.append(x.dtype) or original(x)
     with wrapper.optim_context(model):
         out = model(torch.randn(1, 3, 64, 64))[0]
-    assert seen['fc1'] == torch.bfloat16 and torch.isfinite(out.float()).all()
+    assert seen['fc1'] == torch.bfloat16 and out.dtype == torch.bfloat16
+    assert norm_inputs == [torch.float32]  # statistics computed in float32
+    assert torch.isfinite(out.float()).all()
