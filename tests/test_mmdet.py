@@ -147,3 +147,16 @@ def test_missing_coco_stops_at_once_with_a_pointer_to_the_demo(tmp_path):
     assert result.returncode != 0
     assert 'nowhere/annotations/instances_train2017.json' in result.stderr
     assert 'tools/demo.py' in result.stderr
+
+
+def test_configs_run_unchanged_through_mmdets_packaged_tools(shapes, tmp_path):
+    import mmdet
+    tools = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools')
+    if not osp.exists(osp.join(tools, 'train.py')):
+        pytest.skip('this mmdet build ships no tools/')
+    config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
+                          DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
+    work = tmp_path / 'work'
+    run_tool([osp.join(tools, 'train.py'), config, '--work-dir', str(work)])
+    result = run_tool([osp.join(tools, 'test.py'), config, str(work / 'epoch_1.pth'), '--work-dir', str(work)])
+    assert 'coco/bbox_mAP' in result.stdout + result.stderr
