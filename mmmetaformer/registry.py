@@ -1,5 +1,6 @@
 """MMEngine registries of mmmetaformer (scope ``mmmetaformer``): models (backbones, token mixers, norms,
-activations) and optimizer wrappers."""
+activations), optimizer wrappers and model wrappers."""
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
@@ -20,4 +21,6 @@ def build_module(cfg: dict, **kwargs):
 
 
 OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='mmmetaformer',
+                          locations=['mmmetaformer.engine'])
+MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='mmmetaformer',
                           locations=['mmmetaformer.engine'])

@@ -71,8 +71,8 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     """Make ``--launcher pytorch`` work on machines without GPUs.
 
     mmengine's launcher binds each rank to a CUDA device and wraps the model with ``device_ids``; without CUDA we
-    start the process group ourselves with gloo (mmengine then skips its own set-up) and wrap the model with a
-    device-less DistributedDataParallel.
+    start the process group ourselves with gloo (mmengine then skips its own set-up) and wrap the model with
+    :class:`~mmmetaformer.engine.CPUDistributedDataParallel` (device-less, SyncBN reverted to BatchNorm).
     """
     if launcher == 'none' or torch.cuda.is_available():
         return
@@ -81,7 +81,7 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
         dist.init_process_group(backend='gloo')
     cfg.setdefault('env_cfg', ConfigDict()).setdefault('dist_cfg', ConfigDict())['backend'] = 'gloo'
     if cfg.get('model_wrapper_cfg') is None:
-        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+        cfg.model_wrapper_cfg = dict(type='mmmetaformer.CPUDistributedDataParallel',
                                      find_unused_parameters=cfg.get('find_unused_parameters', False))
 
 
