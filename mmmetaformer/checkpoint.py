@@ -142,14 +142,28 @@ def to_canonical(state_dict: StateDict) -> Tuple[StateDict, list, str]:
     return converted, unused, layout
 
 
-def match_shapes(state_dict: StateDict, module: nn.Module, what: str) -> None:
-    """Raise on the first tensor whose shape differs from the module's."""
+def check_compatible(state_dict: StateDict, module: nn.Module, what: str, strict: bool = True) -> None:
+    """Raise on the first tensor whose shape differs from the module's. With ``strict``, a tensor that only one
+    side has is a mismatch too (a checkpoint of another depth has no shape conflict, only extra or missing
+    blocks); the fresh output norms of dense prediction may always be missing."""
     expected = module.state_dict()
+
+    def fail(key: str, found, wanted) -> None:
+        found = tuple(found) if found is not None else 'absent'
+        wanted = tuple(wanted) if wanted is not None else 'absent'
+        raise ValueError(f'{what}: tensor {key!r} has shape {found} in the checkpoint but {wanted} in the model '
+                         f'({type(module).__name__}); the checkpoint is for a different architecture or size. '
+                         f"Pass strict=False in the init_cfg to load the matching tensors only.")
+
     for key, value in state_dict.items():
         if key in expected and expected[key].shape != value.shape:
-            raise ValueError(f'{what}: tensor {key!r} has shape {tuple(value.shape)} in the checkpoint but '
-                             f'{tuple(expected[key].shape)} in the model ({type(module).__name__}); the checkpoint '
-                             f'is for a different architecture or size')
+            fail(key, value.shape, expected[key].shape)
+        if strict and key not in expected:
+            fail(key, value.shape, None)
+    if strict:
+        for key, value in expected.items():
+            if key not in state_dict and not key.startswith('out_norms.'):
+                fail(key, None, value.shape)
 
 
 def read_checkpoint(path_or_url: str) -> StateDict:
@@ -168,10 +182,11 @@ def read_checkpoint(path_or_url: str) -> StateDict:
     return unwrap(content)
 
 
-def load_pretrained(backbone: nn.Module, checkpoint: str, prefix: Optional[str] = None) -> None:
+def load_pretrained(backbone: nn.Module, checkpoint: str, prefix: Optional[str] = None, strict: bool = True) -> None:
     """Load the backbone part of a checkpoint in any known layout into ``backbone``, logging what is missing
-    and what is unused; a tensor of the wrong shape is an error. ``prefix`` selects a sub-module of an mm
-    checkpoint first (e.g. ``'backbone.'``, the mmengine ``Pretrained`` convention)."""
+    and what is unused. A tensor of the wrong shape is an error, and so (with ``strict``) is a backbone tensor that
+    only one side has. ``prefix`` selects a sub-module of an mm checkpoint first (e.g. ``'backbone.'``, the mmengine
+    ``Pretrained`` convention)."""
     logger = MMLogger.get_current_instance()
     state_dict = read_checkpoint(checkpoint)
     if prefix:
@@ -179,7 +194,7 @@ def load_pretrained(backbone: nn.Module, checkpoint: str, prefix: Optional[str] 
     canonical, unused, layout = to_canonical(state_dict)
     weights = OrderedDict((k[len(BACKBONE):], v) for k, v in canonical.items() if k.startswith(BACKBONE))
     unused += [k for k in canonical if not k.startswith(BACKBONE)]
-    match_shapes(weights, backbone, f'checkpoint {checkpoint}')
+    check_compatible(weights, backbone, f'checkpoint {checkpoint}', strict)
     result = backbone.load_state_dict(weights, strict=False)
     missing = list(result.missing_keys)
     logger.info(f'{type(backbone).__name__}: loaded {len(weights) - len(result.unexpected_keys)} tensors from '

@@ -86,6 +86,17 @@ def test_wrong_architecture_names_the_first_mismatching_tensor(tmp_ckpt):
         load_ours('poolformer_s12', path)
 
 
+@pytest.mark.parametrize('source, target, match', [
+    ('poolformer_s24', 'poolformer_s12', r"'backbone\.stages\.0\.blocks\.2\.|'stages\.0\.blocks\.2\..*absent in the model"),
+    ('poolformer_s12', 'poolformer_s24', r"'stages\.0\.blocks\.2\..* absent in the checkpoint but \("),
+    ('poolformerv2_s12', 'caformer_s18', r'in the checkpoint but .* in the model'),
+])
+def test_other_depth_or_family_is_an_error(source, target, match, tmp_ckpt):
+    path = tmp_ckpt(build_reference(source).state_dict())
+    with pytest.raises(ValueError, match=match):
+        load_ours(target, path)
+
+
 def test_missing_and_unused_keys_are_logged(tmp_ckpt):
     from mmengine.logging import MMLogger
     state = build_reference('caformer_s18').state_dict()
@@ -97,7 +108,8 @@ def test_missing_and_unused_keys_are_logged(tmp_ckpt):
     logger.addHandler(handler)
     try:
         family, arch = 'caformer', 's18'
-        model = FAMILIES[family](arch=arch, out_indices=(1, 2, 3), init_cfg=dict(type='Pretrained', checkpoint=path))
+        model = FAMILIES[family](arch=arch, out_indices=(1, 2, 3),
+                                 init_cfg=dict(type='Pretrained', checkpoint=path, strict=False))
         model.init_weights()
     finally:
         logger.removeHandler(handler)

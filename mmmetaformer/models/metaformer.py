@@ -110,7 +110,8 @@ class MetaFormer(BaseModule):
         with_cp: gradient checkpointing of every block (``use_reentrant=False``).
         drop_path_rate: stochastic depth, rising linearly from 0 over all blocks.
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint=PATH_OR_URL)``; every known checkpoint layout is
-            detected and converted (see :mod:`mmmetaformer.checkpoint`).
+            detected and converted (see :mod:`mmmetaformer.checkpoint`). A checkpoint of another architecture is an
+            error unless ``strict=False`` is added (then only the matching tensors load).
     """
     arch_zoo: Dict[str, dict] = {}
     ARCH_KEYS = ('depths', 'dims', 'token_mixers', 'norm_cfg', 'mlp_cfg', 'stem_norm_cfg', 'downsample_norm_cfg',
@@ -202,7 +203,7 @@ class MetaFormer(BaseModule):
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             from ..checkpoint import load_pretrained
-            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'))
+            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'), strict=cfg.get('strict', True))
             self._is_init = True
         else:
             super().init_weights()
