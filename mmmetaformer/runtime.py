@@ -1,6 +1,8 @@
 """Helpers of tools/train.py and tools/test.py: config overrides, data checks, CPU distributed runs."""
+import argparse
 import os
 import os.path as osp
+import sys
 from typing import Iterator, List, Optional
 
 import torch
@@ -104,7 +106,25 @@ def set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-def local_rank_env(local_rank: Optional[int]) -> None:
-    """Older launchers pass ``--local_rank``; mmengine reads ``LOCAL_RANK``."""
-    if local_rank is not None and 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(local_rank)
+def load_config(args: argparse.Namespace) -> Config:
+    """The config of a tool run, with the options every tool shares (``config``, ``cfg_options``, ``launcher``,
+    ``work_dir``, ``local_rank``) applied."""
+    if args.local_rank is not None and 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)  # older launchers pass --local_rank
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    set_work_dir(cfg, args.config, args.work_dir)
+    return cfg
+
+
+def build_runner(cfg: Config, splits: List[str]):
+    """Check the data (exiting with where it is expected), prepare CPU distributed runs, build the runner."""
+    from mmengine.runner import Runner
+    try:
+        check_data(cfg, splits)
+    except DataNotFoundError as error:
+        sys.exit(f'error: {error}')
+    setup_cpu_distributed(cfg, cfg.launcher)
+    return Runner.from_cfg(cfg)

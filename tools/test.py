@@ -4,9 +4,8 @@ import os.path as osp
 import sys
 
 from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.runner import Runner
 
-from mmmetaformer.runtime import DataNotFoundError, check_data, local_rank_env, set_work_dir, setup_cpu_distributed
+from mmmetaformer.runtime import build_runner, load_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,12 +38,7 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    local_rank_env(args.local_rank)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.launcher = args.launcher
-    set_work_dir(cfg, args.config, args.work_dir)
+    cfg = load_config(args)
     cfg.load_from = args.checkpoint
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         sys.exit(f'error: checkpoint {args.checkpoint} does not exist')
@@ -56,13 +50,7 @@ def main() -> None:
         evaluator = cfg.test_evaluator
         cfg.test_evaluator = (list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]) + \
             [dict(type='DumpResults', out_file_path=args.out)]
-    try:
-        check_data(cfg, ['test'])
-    except DataNotFoundError as error:
-        sys.exit(f'error: {error}')
-    setup_cpu_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg)
-    runner.test()
+    build_runner(cfg, ['test']).test()
 
 
 if __name__ == '__main__':

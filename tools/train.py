@@ -2,11 +2,9 @@
 import argparse
 import sys
 
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
+from mmengine.config import DictAction
 
-from mmmetaformer.runtime import (DataNotFoundError, check_data, enable_amp, local_rank_env, set_work_dir,
-                                  setup_cpu_distributed)
+from mmmetaformer.runtime import build_runner, enable_amp, load_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -27,12 +25,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    local_rank_env(args.local_rank)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.launcher = args.launcher
-    set_work_dir(cfg, args.config, args.work_dir)
+    cfg = load_config(args)
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:
@@ -43,13 +36,7 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    try:
-        check_data(cfg, ['train', 'val'])
-    except DataNotFoundError as error:
-        sys.exit(f'error: {error}')
-    setup_cpu_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    build_runner(cfg, ['train', 'val']).train()
 
 
 if __name__ == '__main__':
