@@ -2,4 +2,4 @@ _base_ = './_base_/convformer_in1k.py'
 
 model = dict(
     backbone=dict(type='mmmetaformer.ConvFormer', arch='s36', drop_path_rate=0.3),
-    head=dict(in_channels=512, head_dropout=0.4))
+    head=dict(in_channels=512))

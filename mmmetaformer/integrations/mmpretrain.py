@@ -1,10 +1,12 @@
 """mmpretrain classifier head reproducing the official MetaFormer heads (needs mmpretrain)."""
+from collections import OrderedDict
 from typing import Optional, Tuple
 
-import torch
+from mmengine.logging import MMLogger
 from mmpretrain.models.heads import ClsHead
 from torch import Tensor, nn
 
+from ..checkpoint import HEAD, read_checkpoint, to_canonical
 from ..models.layers import MlpHead
 from ..registry import MODELS
 
@@ -19,6 +21,9 @@ class MetaFormerClsHead(ClsHead):
 
     The backbone must return only the last stage without its output norm:
     ``out_indices=(3, ), norm_outputs=False``.
+
+    ``init_cfg=dict(type='Pretrained', checkpoint=...)`` loads the classifier of a checkpoint in any known layout
+    (as the backbone does), e.g. the 224 model's head before fine-tuning at 384.
     """
 
     def __init__(self, num_classes: int, in_channels: int, norm_before_pool: bool = False, mlp_head: bool = False,
@@ -31,6 +36,19 @@ class MetaFormerClsHead(ClsHead):
         self.norm = nn.GroupNorm(1, in_channels) if norm_before_pool else nn.LayerNorm(in_channels, eps=1e-6)
         self.fc = MlpHead(in_channels, num_classes, head_dropout=head_dropout) if mlp_head else \
             nn.Linear(in_channels, num_classes)
+
+    def init_weights(self) -> None:
+        """Load the classifier from ``init_cfg=dict(type='Pretrained', checkpoint=...)``; other cfgs as usual."""
+        cfg = self.init_cfg
+        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
+            super().init_weights()
+            return
+        canonical, _, layout = to_canonical(read_checkpoint(cfg['checkpoint']))
+        weights = OrderedDict((k[len(HEAD):], v) for k, v in canonical.items() if k.startswith(HEAD))
+        self.load_state_dict(weights)  # strict: a classifier of another size or kind is an error
+        MMLogger.get_current_instance().info(
+            f"{type(self).__name__}: loaded {len(weights)} tensors from {cfg['checkpoint']} ({layout} layout)")
+        self._is_init = True
 
     def pre_logits(self, feats: Tuple[Tensor]) -> Tensor:
         x = feats[-1]

@@ -1,4 +1,4 @@
-# ConvFormer: MlpHead, 20 warmup epochs.
+# ConvFormer: MlpHead (no head dropout at any size), 20 warmup epochs.
 _base_ = './metaformer_in1k.py'
 
 model = dict(backbone=dict(type='mmmetaformer.ConvFormer', arch='s18'), head=dict(mlp_head=True))

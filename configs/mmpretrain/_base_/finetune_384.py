@@ -1,6 +1,8 @@
-# Fine-tuning at 384 (the published ConvFormer/CAFormer _384 models): 30 epochs, AdamW lr 5e-5 constant, no mixup or
-# cutmix, evaluation at 384 with crop_pct 1.0. Per-model files set the backbone (starting from the 224 weights
-# through its init_cfg) and the MlpHead.
+# Fine-tuning at 384 (the published ConvFormer/CAFormer _384 models; sail-sg/metaformer scripts/*/finetune_*_384.sh):
+# from the whole 224 model (backbone and classifier, through their init_cfg), 30 epochs at a total batch of 1024,
+# AdamW lr 5e-5 constant (LAMB 1e-4 for CAFormer), no mixup or cutmix (label smoothing 0.1 stays), EMA of the weights
+# (decay 0.9999), evaluation at 384 with crop_pct 1.0. Per-family files set the backbone type (and CAFormer's
+# optimizer); per-model files the arch, drop path, head dropout and checkpoint.
 _base_ = './metaformer_in1k.py'
 
 train_pipeline = [
@@ -22,10 +24,11 @@ test_pipeline = [
 train_dataloader = dict(batch_size=32, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(batch_size=32, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-model = dict(train_cfg=dict(_delete_=True))
+model = dict(head=dict(mlp_head=True), train_cfg=dict(_delete_=True))
 optim_wrapper = dict(_delete_=True, type='OptimWrapper',
                      optimizer=dict(type='AdamW', lr=5e-5, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
                      paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0))
 param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, end=30)]
 train_cfg = dict(by_epoch=True, max_epochs=30, val_interval=1)
 auto_scale_lr = dict(base_batch_size=1024)
+custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]  # timm's decay 0.9999
