@@ -15,7 +15,7 @@ The canonical form is a flat dict of ``backbone.<our backbone key>`` and ``head.
 """
 import re
 from collections import OrderedDict
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.logging import MMLogger
@@ -207,16 +207,21 @@ def load_pretrained(backbone: nn.Module, checkpoint: str, prefix: Optional[str] 
         logger.info(f'{type(backbone).__name__}: unused checkpoint keys: {list(result.unexpected_keys) + unused}')
 
 
-def identify_arch(canonical: StateDict) -> Optional[Tuple[str, str]]:
-    """The (family, arch) of the registered zoo whose backbone has exactly these tensor names and shapes."""
+def identify_arch(canonical: StateDict) -> List[Tuple[str, str]]:
+    """Every (family, arch) of the registered zoo whose backbone has exactly these tensor names and shapes.
+
+    Parameter-free mixers make families indistinguishable by their tensors: PoolFormerV2 and IdentityFormer of
+    the same size both match.
+    """
     from . import models
     found = {k[len(BACKBONE):]: tuple(v.shape) for k, v in canonical.items()
              if k.startswith(BACKBONE) and not k.startswith(BACKBONE + 'out_norms.')}
+    matches = []
     for family in (models.PoolFormer, models.PoolFormerV2, models.IdentityFormer, models.RandFormer,
                    models.ConvFormer, models.CAFormer):
         for arch in family.arch_zoo:
             with torch.device('meta'):
                 model = family(arch=arch, norm_outputs=False)
             if {k: tuple(v.shape) for k, v in model.state_dict().items()} == found:
-                return family.__name__, arch
-    return None
+                matches.append((family.__name__, arch))
+    return matches

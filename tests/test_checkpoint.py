@@ -142,3 +142,11 @@ def test_convert_checkpoint_tool_writes_a_loadable_classifier(name, tmp_ckpt, tm
     # our own layout loads back and gives the same features
     model = load_ours(name, str(dst))
     assert_same_features(model, reference.stage_outputs, (128, 160))
+
+
+def test_converter_names_every_family_the_tensors_fit(tmp_ckpt, tmp_path):
+    src = tmp_ckpt(build_reference('identityformer_s12').state_dict(), 'identity.pth')
+    result = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', src, str(tmp_path / 'out.pth')],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert 'PoolFormerV2 s12 or IdentityFormer s12' in result.stdout

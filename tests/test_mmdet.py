@@ -160,3 +160,13 @@ def test_configs_run_unchanged_through_mmdets_packaged_tools(shapes, tmp_path):
     run_tool([osp.join(tools, 'train.py'), config, '--work-dir', str(work)])
     result = run_tool([osp.join(tools, 'test.py'), config, str(work / 'epoch_1.pth'), '--work-dir', str(work)])
     assert 'coco/bbox_mAP' in result.stdout + result.stderr
+
+
+def test_demo_runs_end_to_end_and_writes_its_pictures(tmp_path):
+    """The whole demo path on a cut-down run (its full default run is what reaches mAP >= 0.4)."""
+    work = tmp_path / 'work'
+    result = run_tool(['tools/demo.py', '--data-root', str(tmp_path / 'data'), '--work-dir', str(work),
+                       '--train-images', '16', '--val-images', '4', '--epochs', '1'])
+    assert '[demo] done' in result.stdout and 'COCO bbox mAP' in result.stdout
+    assert (work / 'predictions.png').stat().st_size > 0 and (work / 'loss_curve.png').stat().st_size > 0
+    assert (tmp_path / 'data' / 'annotations' / 'instances_val.json').exists()

@@ -22,16 +22,15 @@ def main() -> None:
     args = parser.parse_args()
 
     canonical, unused, layout = to_canonical(read_checkpoint(args.src))
-    arch = identify_arch(canonical)
-    if arch is None:
+    matches = identify_arch(canonical)
+    if not matches:
         print('warning: the backbone matches none of the published sizes (a custom arch?)')
     for key in unused:
         print(f'dropped (not part of the model): {key}')
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    meta = dict(source=args.src, source_layout=layout, family=arch[0] if arch else None,
-                arch=arch[1] if arch else None)
+    described = ' or '.join(f'{family} {arch}' for family, arch in matches) or 'unknown arch'
+    meta = dict(source=args.src, source_layout=layout, model=described)
     torch.save(dict(state_dict=canonical, meta=meta), args.dst)
-    described = f'{arch[0]} {arch[1]}' if arch else 'unknown arch'
     print(f'{args.src} ({layout} layout, {described}): wrote {len(canonical)} tensors to {args.dst}')
 
 

@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'))
     parser.add_argument('--train-images', type=int, default=400)
     parser.add_argument('--val-images', type=int, default=80)
+    parser.add_argument('--epochs', type=int, help='train for fewer epochs than the config (a quick look)')
     args = parser.parse_args()
     start = time.time()
     os.makedirs(args.work_dir, exist_ok=True)
@@ -105,9 +106,13 @@ def main() -> None:
                     f'val_dataloader.dataset.data_root={root}', f'test_dataloader.dataset.data_root={root}',
                     f'val_evaluator.ann_file={root}annotations/instances_val.json',
                     f'test_evaluator.ann_file={root}annotations/instances_val.json']
+    schedule = []
+    if args.epochs:
+        schedule = [f'train_cfg.max_epochs={args.epochs}', f'train_cfg.val_interval={args.epochs}',
+                    f'default_hooks.checkpoint.interval={args.epochs}']
     print('[demo] 2/4 training RetinaNet-PoolFormer-S12 with tools/train.py (progress below; a few minutes on a '
           'CPU)', flush=True)
-    run(['tools/train.py', CONFIG, '--work-dir', args.work_dir] + data_options,
+    run(['tools/train.py', CONFIG, '--work-dir', args.work_dir] + data_options + schedule,
         osp.join(args.work_dir, 'train_output.log'))
     checkpoint = osp.join(args.work_dir, open(osp.join(args.work_dir, 'last_checkpoint')).read().strip())
 
