@@ -1,5 +1,5 @@
 # PoolFormer v1: GroupNorm on the full last map before pooling, Linear head; evaluation crop_pct 0.9
-# (s12, s24, s36; m36 and m48 use 0.95).
+# (s12, s24, s36; m36 and m48 use 0.95, see poolformer_m_in1k.py).
 _base_ = './metaformer_in1k.py'
 
 model = dict(backbone=dict(type='mmmetaformer.PoolFormer'), head=dict(norm_before_pool=True))
