@@ -182,29 +182,31 @@ def read_checkpoint(path_or_url: str) -> StateDict:
     return unwrap(content)
 
 
-def load_pretrained(backbone: nn.Module, checkpoint: str, prefix: Optional[str] = None, strict: bool = True) -> None:
-    """Load the backbone part of a checkpoint in any known layout into ``backbone``, logging what is missing
-    and what is unused. A tensor of the wrong shape is an error, and so (with ``strict``) is a backbone tensor that
-    only one side has. ``prefix`` selects a sub-module of an mm checkpoint first (e.g. ``'backbone.'``, the mmengine
-    ``Pretrained`` convention)."""
+def load_pretrained(module: nn.Module, checkpoint: str, part: str = BACKBONE, prefix: Optional[str] = None,
+                    strict: bool = True) -> None:
+    """Load one part (``'backbone.'`` or ``'head.'``) of a checkpoint in any known layout into ``module``, logging
+    what is missing and what is unused. A tensor of the wrong shape is an error, and so (with ``strict``) is a
+    tensor that only one side has. ``prefix`` selects a sub-module of an mm checkpoint first (e.g.
+    ``'backbone.'``, the mmengine ``Pretrained`` convention)."""
     logger = MMLogger.get_current_instance()
+    name = type(module).__name__
     state_dict = read_checkpoint(checkpoint)
     if prefix:
         state_dict = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items() if k.startswith(prefix))
     canonical, unused, layout = to_canonical(state_dict)
-    weights = OrderedDict((k[len(BACKBONE):], v) for k, v in canonical.items() if k.startswith(BACKBONE))
-    unused += [k for k in canonical if not k.startswith(BACKBONE)]
-    check_compatible(weights, backbone, f'checkpoint {checkpoint}', strict)
-    result = backbone.load_state_dict(weights, strict=False)
+    weights = OrderedDict((k[len(part):], v) for k, v in canonical.items() if k.startswith(part))
+    unused += [k for k in canonical if not k.startswith(part)]
+    check_compatible(weights, module, f'checkpoint {checkpoint}', strict)
+    result = module.load_state_dict(weights, strict=False)
     missing = list(result.missing_keys)
-    logger.info(f'{type(backbone).__name__}: loaded {len(weights) - len(result.unexpected_keys)} tensors from '
-                f'{checkpoint} ({layout} layout)')
+    logger.info(f'{name}: loaded {len(weights) - len(result.unexpected_keys)} tensors from {checkpoint} '
+                f'({layout} layout)')
     if missing:
         fresh = all(k.startswith('out_norms.') for k in missing)
-        logger.log(20 if fresh else 30, f'{type(backbone).__name__}: missing keys, left at their initial values'
+        logger.log(20 if fresh else 30, f'{name}: missing keys, left at their initial values'
                    f'{" (the fresh output norms of dense prediction)" if fresh else ""}: {missing}')
     if result.unexpected_keys or unused:
-        logger.info(f'{type(backbone).__name__}: unused checkpoint keys: {list(result.unexpected_keys) + unused}')
+        logger.info(f'{name}: unused checkpoint keys: {list(result.unexpected_keys) + unused}')
 
 
 def identify_arch(canonical: StateDict) -> List[Tuple[str, str]]:
@@ -225,3 +227,18 @@ def identify_arch(canonical: StateDict) -> List[Tuple[str, str]]:
             if {k: tuple(v.shape) for k, v in model.state_dict().items()} == found:
                 matches.append((family.__name__, arch))
     return matches
+
+
+class PretrainedFromAnyLayout:
+    """Mixin for mmengine ``BaseModule`` classes: ``init_cfg=dict(type='Pretrained', checkpoint=PATH_OR_URL)``
+    (optional ``prefix``, ``strict``) loads the ``checkpoint_part`` of a checkpoint in any known layout; other
+    init_cfgs work as usual."""
+    checkpoint_part = BACKBONE
+
+    def init_weights(self) -> None:
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            load_pretrained(self, cfg['checkpoint'], self.checkpoint_part, cfg.get('prefix'), cfg.get('strict', True))
+            self._is_init = True
+        else:
+            super().init_weights()

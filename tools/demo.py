@@ -33,8 +33,9 @@ def run(args, log_path: str) -> str:
         for line in process.stdout:
             log.write(line)
             lines.append(line)
-            if re.search(r'Epoch\((train|val|test)\)|bbox_mAP|Error|error', line):
-                print('  ' + line.rstrip()[-160:], flush=True)
+            shown = re.search(r'Epoch\((train|val|test)\).*|coco/bbox_mAP.*|Traceback.*|\w*Error: .*', line)
+            if shown:
+                print('  ' + shown.group(0).rstrip()[:200], flush=True)
     if process.returncode:
         sys.exit(f'{args[0]} failed (exit code {process.returncode}); full log: {log_path}')
     return ''.join(lines)

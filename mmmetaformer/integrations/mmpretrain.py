@@ -1,18 +1,16 @@
 """mmpretrain classifier head reproducing the official MetaFormer heads (needs mmpretrain)."""
-from collections import OrderedDict
 from typing import Optional, Tuple
 
-from mmengine.logging import MMLogger
 from mmpretrain.models.heads import ClsHead
 from torch import Tensor, nn
 
-from ..checkpoint import HEAD, read_checkpoint, to_canonical
+from ..checkpoint import HEAD, PretrainedFromAnyLayout
 from ..models.layers import MlpHead
 from ..registry import MODELS
 
 
 @MODELS.register_module()
-class MetaFormerClsHead(ClsHead):
+class MetaFormerClsHead(PretrainedFromAnyLayout, ClsHead):
     """The official MetaFormer classifier on the last stage map (B, C, H, W).
 
     - PoolFormer v1 (``norm_before_pool=True``): GroupNorm(1, C) (eps 1e-5) on the full map, global mean, Linear.
@@ -25,6 +23,7 @@ class MetaFormerClsHead(ClsHead):
     ``init_cfg=dict(type='Pretrained', checkpoint=...)`` loads the classifier of a checkpoint in any known layout
     (as the backbone does), e.g. the 224 model's head before fine-tuning at 384.
     """
+    checkpoint_part = HEAD
 
     def __init__(self, num_classes: int, in_channels: int, norm_before_pool: bool = False, mlp_head: bool = False,
                  head_dropout: float = 0.0, init_cfg: Optional[dict] = dict(type='TruncNormal', layer='Linear',
@@ -36,19 +35,6 @@ class MetaFormerClsHead(ClsHead):
         self.norm = nn.GroupNorm(1, in_channels) if norm_before_pool else nn.LayerNorm(in_channels, eps=1e-6)
         self.fc = MlpHead(in_channels, num_classes, head_dropout=head_dropout) if mlp_head else \
             nn.Linear(in_channels, num_classes)
-
-    def init_weights(self) -> None:
-        """Load the classifier from ``init_cfg=dict(type='Pretrained', checkpoint=...)``; other cfgs as usual."""
-        cfg = self.init_cfg
-        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
-            super().init_weights()
-            return
-        canonical, _, layout = to_canonical(read_checkpoint(cfg['checkpoint']))
-        weights = OrderedDict((k[len(HEAD):], v) for k, v in canonical.items() if k.startswith(HEAD))
-        self.load_state_dict(weights)  # strict: a classifier of another size or kind is an error
-        MMLogger.get_current_instance().info(
-            f"{type(self).__name__}: loaded {len(weights)} tensors from {cfg['checkpoint']} ({layout} layout)")
-        self._is_init = True
 
     def pre_logits(self, feats: Tuple[Tensor]) -> Tensor:
         x = feats[-1]

@@ -8,6 +8,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..checkpoint import PretrainedFromAnyLayout
 from ..registry import MODELS, build_module
 from .layers import DropPath, Mlp, Scale, build_norm
 
@@ -90,7 +91,7 @@ def _per_stage(value, name: str) -> list:
 
 
 @MODELS.register_module()
-class MetaFormer(BaseModule):
+class MetaFormer(PretrainedFromAnyLayout, BaseModule):
     """MetaFormer backbone for dense prediction and classification (mmdet/mmseg/mmpretrain conventions).
 
     Every published family is this class with an arch table (see :class:`PoolFormer` ... :class:`CAFormer`).
@@ -197,16 +198,6 @@ class MetaFormer(BaseModule):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-
-    def init_weights(self) -> None:
-        """Load ``init_cfg=dict(type='Pretrained', checkpoint=...)`` in any known layout; other cfgs as usual."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from ..checkpoint import load_pretrained
-            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'), strict=cfg.get('strict', True))
-            self._is_init = True
-        else:
-            super().init_weights()
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
