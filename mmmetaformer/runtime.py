@@ -119,6 +119,16 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def finish_distributed() -> None:
+    """End a distributed run cleanly: wait for every rank, then tear the process group down. A gloo group left to
+    the interpreter's final destructors while another rank is already gone can abort the process ("terminate
+    called without an active exception") after the run has finished."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def build_runner(cfg: Config, splits: List[str]):
     """Check the data (exiting with where it is expected), prepare CPU distributed runs, build the runner."""
     from mmengine.runner import Runner

@@ -215,3 +215,19 @@ def test_autocast_optim_wrapper_runs_the_forward_in_bf16_with_fp32_norms():
     assert seen['fc1'] == torch.bfloat16
     assert norm_inputs == [torch.float32]  # statistics computed in float32
     assert torch.isfinite(out.float()).all()
+
+
+def test_star_relu_values_and_gradients():
+    from mmmetaformer.models.layers import StarReLU, _StarReLUFunction
+    act = StarReLU(scale_value=0.8, bias_value=-0.3).double()
+    x = torch.randn(2, 3, 4, 5, dtype=torch.double, requires_grad=True)
+    torch.testing.assert_close(act(x), 0.8 * torch.relu(x) ** 2 - 0.3)
+    scale = torch.tensor([0.8], dtype=torch.double, requires_grad=True)
+    bias = torch.tensor([-0.3], dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(_StarReLUFunction.apply, (x, scale, bias))
+    inplace = StarReLU(0.8, -0.3, inplace=True).double()
+    with torch.no_grad():
+        y = x.detach().clone()
+        out = inplace(y)
+    assert out.data_ptr() == y.data_ptr()
+    torch.testing.assert_close(out, 0.8 * torch.relu(x.detach()) ** 2 - 0.3)

@@ -5,7 +5,7 @@ import sys
 
 from mmengine.config import Config, ConfigDict, DictAction
 
-from mmmetaformer.runtime import build_runner, load_config
+from mmmetaformer.runtime import build_runner, finish_distributed, load_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,6 +51,7 @@ def main() -> None:
         cfg.test_evaluator = (list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]) + \
             [dict(type='DumpResults', out_file_path=args.out)]
     build_runner(cfg, ['test']).test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

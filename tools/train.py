@@ -4,7 +4,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from mmmetaformer.runtime import build_runner, enable_amp, load_config
+from mmmetaformer.runtime import build_runner, enable_amp, finish_distributed, load_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,6 +37,7 @@ def main() -> None:
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     build_runner(cfg, ['train', 'val']).train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -66,6 +66,25 @@ def build_norm(cfg: dict, num_channels: int) -> nn.Module:
     return build_module(cfg, num_channels=num_channels)
 
 
+class _StarReLUFunction(torch.autograd.Function):
+    """StarReLU with one output allocation (the hidden activations are the model's largest tensors); the backward
+    recomputes ``relu(x)`` from the saved input instead of keeping intermediate results."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
+        ctx.save_for_backward(x, scale)
+        return torch.relu(x).square_().mul_(scale).add_(bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, scale = ctx.saved_tensors
+        relu = torch.relu(x)
+        grad_x = (grad * relu * (2 * scale)).to(x.dtype) if ctx.needs_input_grad[0] else None
+        grad_scale = (grad * relu.square()).sum().reshape(1).to(scale.dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum().reshape(1).to(scale.dtype) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_scale, grad_bias
+
+
 @MODELS.register_module()
 class StarReLU(nn.Module):
     """StarReLU: ``scale * relu(x) ** 2 + bias`` with learnable scalars.
@@ -81,9 +100,10 @@ class StarReLU(nn.Module):
         self.bias = nn.Parameter(torch.full((1, ), bias_value))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.inplace and not torch.is_grad_enabled():
-            return x.relu_().square_().mul_(self.scale).add_(self.bias)
-        return torch.addcmul(self.bias, self.scale, F.relu(x).square())
+        if not torch.is_grad_enabled():
+            out = x.relu_() if self.inplace else torch.relu(x)
+            return out.square_().mul_(self.scale).add_(self.bias)
+        return _StarReLUFunction.apply(x, self.scale, self.bias)
 
 
 @MODELS.register_module()
