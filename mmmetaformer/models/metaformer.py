@@ -68,8 +68,18 @@ class MetaFormerBlock(nn.Module):
         self.res_scale2 = res_scale()
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.res_scale1(x) + self.layer_scale1(self.drop_path1(self.token_mixer(self.norm1(x))))
-        return self.res_scale2(x) + self.layer_scale2(self.drop_path2(self.mlp(self.norm2(x))))
+        x = self._residual(x, self.drop_path1(self.token_mixer(self.norm1(x))), self.layer_scale1, self.res_scale1)
+        return self._residual(x, self.drop_path2(self.mlp(self.norm2(x))), self.layer_scale2, self.res_scale2)
+
+    @staticmethod
+    def _residual(x: Tensor, branch: Tensor, layer_scale: nn.Module, res_scale: nn.Module) -> Tensor:
+        """``res_scale(x) + layer_scale(branch)``; without autograd, computed in the branch's fresh output tensor
+        (no new allocation: large fresh tensors cost page faults on the CPU)."""
+        if torch.is_grad_enabled() or branch.dtype != x.dtype or branch.data_ptr() == x.data_ptr():
+            return res_scale(x) + layer_scale(branch)
+        if isinstance(layer_scale, Scale):
+            branch.mul_(layer_scale.scale)
+        return branch.addcmul_(x, res_scale.scale) if isinstance(res_scale, Scale) else branch.add_(x)
 
 
 class MetaFormerStage(nn.Module):

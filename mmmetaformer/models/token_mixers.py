@@ -39,7 +39,7 @@ class Pooling(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), self.pool_size, 1, self.pool_size // 2,
                               count_include_pad=False)
-        return pooled.permute(0, 2, 3, 1) - x
+        return pooled.permute(0, 2, 3, 1).sub_(x)  # in place: avg_pool2d's backward needs no output
 
     def extra_repr(self) -> str:
         return f'pool_size={self.pool_size}'
