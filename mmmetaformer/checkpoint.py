@@ -59,6 +59,15 @@ def detect_layout(state_dict: StateDict) -> str:
                      f'sail-sg MetaFormer-baselines, timm, mmpretrain PoolFormer or mmmetaformer checkpoint')
 
 
+def _sail_classifier_key(key: str) -> Optional[str]:
+    """The classifier of both sail-sg layouts: the final ``norm`` and the ``head`` (Linear or MlpHead)."""
+    if key.startswith('norm.'):
+        return HEAD + key
+    if key.startswith('head.'):
+        return HEAD + 'fc.' + key[len('head.'):]
+    return None
+
+
 def _sail_v1_key(key: str) -> Optional[str]:
     key = re.sub(r'layer_scale_([12])$', r'layer_scale\1.scale', key)
     if key.startswith('patch_embed.proj.'):
@@ -72,11 +81,7 @@ def _sail_v1_key(key: str) -> Optional[str]:
     match = re.match(r'norm([0246])\.(.*)$', key)
     if match:  # output norms of the official dense-prediction backbone
         return BACKBONE + f'out_norms.{int(match.group(1)) // 2}.{match.group(2)}'
-    if key.startswith('norm.'):
-        return HEAD + key
-    if key.startswith('head.'):
-        return HEAD + 'fc.' + key[len('head.'):]
-    return None
+    return _sail_classifier_key(key)
 
 
 def _sail_v2_key(key: str) -> Optional[str]:
@@ -90,11 +95,7 @@ def _sail_v2_key(key: str) -> Optional[str]:
     match = re.match(r'stages\.(\d+)\.(\d+)\.(.*)$', key)
     if match:
         return BACKBONE + f'stages.{match.group(1)}.blocks.{match.group(2)}.{match.group(3)}'
-    if key.startswith('norm.'):
-        return HEAD + key
-    if key.startswith('head.'):
-        return HEAD + 'fc.' + key[len('head.'):]
-    return None
+    return _sail_classifier_key(key)
 
 
 def _mmpretrain_key(key: str) -> Optional[str]:
