@@ -170,3 +170,22 @@ def test_demo_runs_end_to_end_and_writes_its_pictures(tmp_path):
     assert '[demo] done' in result.stdout and 'COCO bbox mAP' in result.stdout
     assert (work / 'predictions.png').stat().st_size > 0 and (work / 'loss_curve.png').stat().st_size > 0
     assert (tmp_path / 'data' / 'annotations' / 'instances_val.json').exists()
+
+
+def test_backbone_weights_load_through_the_config_and_offline_urls_fail_clearly(shapes, tmp_path, tmp_ckpt):
+    from reference_impl import build_reference
+    official = tmp_ckpt(build_reference('poolformer_s12').state_dict(), 'poolformer_s12.pth.tar')
+    # the tiny config sets init_cfg=None; put the published init_cfg back, once local and once the real URL
+    body = DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1)
+    body = body.replace('model = dict(backbone=dict(init_cfg=None)', 'model = dict(backbone=dict()')
+    config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py', body)
+    result = run_tool(['tools/train.py', config, '--work-dir', str(tmp_path / 'local'),
+                       '--cfg-options', f'model.backbone.init_cfg.checkpoint={official}'])
+    assert 'PoolFormer: loaded' in result.stdout + result.stderr and '(sail_v1 layout)' in result.stdout + result.stderr
+    offline = subprocess.run([sys.executable, 'tools/train.py', config, '--work-dir', str(tmp_path / 'url')],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600,
+                             env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
+    assert offline.returncode != 0
+    message = offline.stdout + offline.stderr
+    assert 'https://github.com/sail-sg/poolformer/releases/download/v1.0/poolformer_s12.pth.tar' in message
+    assert '--cfg-options model.backbone.init_cfg.checkpoint=/path/to/poolformer_s12.pth.tar' in message

@@ -26,6 +26,9 @@ def build_pair(name: str, device: str):
     import timm
     from mmmetaformer.checkpoint import to_canonical
     family, arch = name.split('_')
+    if name not in timm.list_models():
+        raise SystemExit(f'timm has no {name} to compare with (timm has PoolFormer, PoolFormerV2, ConvFormer and '
+                         f'CAFormer, not IdentityFormer or RandFormer)')
     reference = timm.create_model(name, pretrained=False, num_classes=0).to(device)
     ours = FAMILIES[family](arch=arch, out_indices=(3, ), norm_outputs=False)
     canonical, _, _ = to_canonical(reference.state_dict())
