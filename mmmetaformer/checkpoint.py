@@ -146,7 +146,8 @@ def to_canonical(state_dict: StateDict) -> Tuple[StateDict, list, str]:
 def check_compatible(state_dict: StateDict, module: nn.Module, what: str, strict: bool = True) -> None:
     """Raise on the first tensor whose shape differs from the module's. With ``strict``, a tensor that only one
     side has is a mismatch too (a checkpoint of another depth has no shape conflict, only extra or missing
-    blocks); the fresh output norms of dense prediction may always be missing."""
+    blocks); the output norms of dense prediction are optional on both sides (they depend on ``out_indices`` and
+    ``norm_outputs``, not on the architecture)."""
     expected = module.state_dict()
 
     def fail(key: str, found, wanted) -> None:
@@ -159,7 +160,7 @@ def check_compatible(state_dict: StateDict, module: nn.Module, what: str, strict
     for key, value in state_dict.items():
         if key in expected and expected[key].shape != value.shape:
             fail(key, value.shape, expected[key].shape)
-        if strict and key not in expected:
+        if strict and key not in expected and not key.startswith('out_norms.'):
             fail(key, value.shape, None)
     if strict:
         for key, value in expected.items():

@@ -150,3 +150,18 @@ def test_converter_names_every_family_the_tensors_fit(tmp_ckpt, tmp_path):
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert 'PoolFormerV2 s12 or IdentityFormer s12' in result.stdout
+
+
+@pytest.mark.parametrize('kwargs', [dict(norm_outputs=False), dict(out_indices=(1, 2, 3))])
+def test_official_detection_backbone_loads_whatever_the_outputs(kwargs, tmp_ckpt):
+    """The official dense-prediction checkpoints carry norm0/2/4/6; they are optional, not a mismatch."""
+    reference = build_reference('poolformer_s12')
+    state = {k: v for k, v in reference.state_dict().items() if not k.startswith(('norm.', 'head.'))}
+    for index, dim in zip((0, 2, 4, 6), (64, 128, 320, 512)):
+        state[f'norm{index}.weight'] = torch.full((dim, ), 2.0)
+        state[f'norm{index}.bias'] = torch.full((dim, ), 0.5)
+    model = mmf.PoolFormer('s12', init_cfg=dict(type='Pretrained', checkpoint=tmp_ckpt(state)), **kwargs)
+    model.init_weights()
+    if model.norm_outputs:
+        assert torch.equal(model.out_norms['1'].weight, torch.full((128, ), 2.0))
+    torch.testing.assert_close(model.stem.conv.weight, reference.patch_embed.proj.weight)
