@@ -5,8 +5,11 @@ Layouts (detected from the keys):
 - ``sail_v1``: sail-sg/poolformer ImageNet files (``patch_embed.proj``, ``network.{2i}.{j}``, ``norm``, ``head``)
   and its detection/segmentation backbones (``norm0/2/4/6`` output norms).
 - ``sail_v2``: sail-sg/metaformer baselines (``downsample_layers``, ``stages.{i}.{j}``, ``norm``, ``head``).
-- ``mmpretrain``: mmpretrain's PoolFormer (``backbone.`` + sail_v1 names, final norm ``backbone.norm6``,
+- ``mmpretrain``: mmpretrain's PoolFormer classifier (``backbone.`` + sail_v1 names, final norm ``backbone.norm6``,
   ``head.fc``), usually wrapped in ``{'state_dict': ...}``.
+- ``sail_v1_dense``: whole dense-prediction models around a PoolFormer v1 backbone (the official mmdet/mmseg
+  PoolFormer models, mmpretrain's PoolFormer with ``out_indices=(0, 2, 4, 6)``): ``backbone.`` + sail_v1 names with
+  the output norms ``backbone.norm0/2/4/6``.
 - ``timm``: ``stem``, ``stages.{i}.downsample``, ``stages.{i}.blocks.{j}``, ``head.norm``, ``head.fc``.
 - ``mmmetaformer``: ours, as written by ``tools/convert_checkpoint.py`` or by a training run
   (``backbone.`` + timm-like names with 2-D Linear weights, classifier ``head.norm`` and ``head.fc``).
@@ -24,6 +27,7 @@ from torch import Tensor, nn
 StateDict = Dict[str, Tensor]
 
 BACKBONE, HEAD = 'backbone.', 'head.'
+POINTWISE = re.compile(r'\.(mlp\.fc1|mlp\.fc2|pwconv1|pwconv2)\.weight$')
 
 
 def unwrap(checkpoint) -> StateDict:
@@ -45,7 +49,7 @@ def detect_layout(state_dict: StateDict) -> str:
         return any(k.startswith(prefix) for k in keys)
 
     if has('backbone.network.') or has('backbone.patch_embed.'):
-        return 'mmpretrain'
+        return 'sail_v1_dense' if has('backbone.norm0.') else 'mmpretrain'
     if has('backbone.stem.'):
         return 'mmmetaformer'
     if has('network.') or has('patch_embed.'):
@@ -98,19 +102,23 @@ def _sail_v2_key(key: str) -> Optional[str]:
     return _sail_classifier_key(key)
 
 
-def _mmpretrain_key(key: str) -> Optional[str]:
-    if key.startswith('backbone.norm6.'):  # mmpretrain's classifier norm on the last stage
-        return HEAD + 'norm.' + key[len('backbone.norm6.'):]
+def _sail_v1_dense_key(key: str) -> Optional[str]:
     if key.startswith(BACKBONE):
         converted = _sail_v1_key(key[len(BACKBONE):])
         return converted if converted and converted.startswith(BACKBONE) else None
-    if key.startswith('head.fc.'):
-        return key
     return None
 
 
+def _mmpretrain_key(key: str) -> Optional[str]:
+    if key.startswith('backbone.norm6.'):  # mmpretrain's classifier norm on the last stage
+        return HEAD + 'norm.' + key[len('backbone.norm6.'):]
+    if key.startswith('head.fc.'):
+        return key
+    return _sail_v1_dense_key(key)
+
+
 def _timm_key(key: str) -> Optional[str]:
-    if key.startswith(('stem.', 'stages.')):
+    if key.startswith(('stem.', 'stages.', 'out_norms.')):  # out_norms: ours after stripping ``backbone.``
         return BACKBONE + key
     if key.startswith(('head.norm.', 'head.fc.')):
         return key
@@ -122,6 +130,7 @@ def _own_key(key: str) -> Optional[str]:
 
 
 _CONVERTERS = {'sail_v1': _sail_v1_key, 'sail_v2': _sail_v2_key, 'mmpretrain': _mmpretrain_key,
+               'sail_v1_dense': _sail_v1_dense_key,
                'timm': _timm_key, 'mmmetaformer': _own_key}
 
 
@@ -135,37 +144,43 @@ def to_canonical(state_dict: StateDict) -> Tuple[StateDict, list, str]:
         if new_key is None:
             unused.append(key)
             continue
-        # 1x1 conv weights of NCHW implementations (PoolFormer v1 MLPs, timm) are our Linear weights; no
-        # MetaFormer conv has a 1x1 kernel.
-        if value.dim() == 4 and value.shape[2:] == (1, 1):
+        # NCHW implementations (PoolFormer v1, timm) store the MLP and SepConv pointwise layers as 1x1 convs.
+        if layout != 'mmmetaformer' and value.dim() == 4 and value.shape[2:] == (1, 1) and \
+                POINTWISE.search(new_key):
             value = value.flatten(1)
         converted[new_key] = value
     return converted, unused, layout
 
 
-def check_compatible(state_dict: StateDict, module: nn.Module, what: str, strict: bool = True) -> None:
-    """Raise on the first tensor whose shape differs from the module's. With ``strict``, a tensor that only one
-    side has is a mismatch too (a checkpoint of another depth has no shape conflict, only extra or missing
-    blocks); the output norms of dense prediction are optional on both sides (they depend on ``out_indices`` and
-    ``norm_outputs``, not on the architecture)."""
+def select_compatible(state_dict: StateDict, module: nn.Module, what: str, strict: bool = True) -> StateDict:
+    """The tensors of ``state_dict`` to load into ``module``.
+
+    With ``strict``, the first tensor whose shape differs, or that only one side has (a checkpoint of another depth
+    has no shape conflict, only extra or missing blocks), is an error naming it and both shapes. Without, those
+    tensors are skipped with a warning. The output norms of dense prediction are optional on both sides (they
+    depend on ``out_indices`` and ``norm_outputs``, not on the architecture).
+    """
     expected = module.state_dict()
 
-    def fail(key: str, found, wanted) -> None:
+    def describe(key: str, found, wanted) -> str:
         found = tuple(found) if found is not None else 'absent'
         wanted = tuple(wanted) if wanted is not None else 'absent'
-        raise ValueError(f'{what}: tensor {key!r} has shape {found} in the checkpoint but {wanted} in the model '
-                         f'({type(module).__name__}); the checkpoint is for a different architecture or size. '
-                         f"Pass strict=False in the init_cfg to load the matching tensors only.")
+        return f'tensor {key!r} has shape {found} in the checkpoint but {wanted} in the model'
 
-    for key, value in state_dict.items():
-        if key in expected and expected[key].shape != value.shape:
-            fail(key, value.shape, expected[key].shape)
-        if strict and key not in expected and not key.startswith('out_norms.'):
-            fail(key, value.shape, None)
+    mismatches = [describe(k, v.shape, expected[k].shape) for k, v in state_dict.items()
+                  if k in expected and expected[k].shape != v.shape]
     if strict:
-        for key, value in expected.items():
-            if key not in state_dict and not key.startswith('out_norms.'):
-                fail(key, None, value.shape)
+        mismatches += [describe(k, v.shape, None) for k, v in state_dict.items()
+                       if k not in expected and not k.startswith('out_norms.')]
+        mismatches += [describe(k, None, v.shape) for k, v in expected.items()
+                       if k not in state_dict and not k.startswith('out_norms.')]
+        if mismatches:
+            raise ValueError(f'{what}: {mismatches[0]} ({type(module).__name__}); the checkpoint is for a different '
+                             f'architecture or size. Add strict=False to the init_cfg to load only the tensors '
+                             f'that match.')
+    elif mismatches:
+        MMLogger.get_current_instance().warning(f'{what}: skipped tensors of another shape: {mismatches}')
+    return OrderedDict((k, v) for k, v in state_dict.items() if k not in expected or expected[k].shape == v.shape)
 
 
 def read_checkpoint(path_or_url: str) -> StateDict:
@@ -198,7 +213,7 @@ def load_pretrained(module: nn.Module, checkpoint: str, part: str = BACKBONE, pr
     canonical, unused, layout = to_canonical(state_dict)
     weights = OrderedDict((k[len(part):], v) for k, v in canonical.items() if k.startswith(part))
     unused += [k for k in canonical if not k.startswith(part)]
-    check_compatible(weights, module, f'checkpoint {checkpoint}', strict)
+    weights = select_compatible(weights, module, f'checkpoint {checkpoint}', strict)
     result = module.load_state_dict(weights, strict=False)
     missing = list(result.missing_keys)
     logger.info(f'{name}: loaded {len(weights) - len(result.unexpected_keys)} tensors from {checkpoint} '

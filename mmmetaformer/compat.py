@@ -1,6 +1,7 @@
 """Import-time checks of the OpenMMLab stack: a clear error instead of a confusing failure deep in a run."""
 import importlib
 import importlib.metadata as metadata
+import re
 from typing import Dict, Optional, Tuple
 
 # import name -> (OneDL distribution, lowest version that works with torch >= 2.6, advice)
@@ -21,12 +22,15 @@ class StackVersionError(ImportError):
 
 
 def _version_tuple(version: str) -> Tuple[int, ...]:
+    """``'0.10.12'`` -> (0, 10, 12); a local or pre-release suffix ends the number (``'2.3.6rc1'`` -> (2, 3, 6))."""
     parts = []
     for piece in version.split('+')[0].split('.'):
-        digits = ''.join(ch for ch in piece if ch.isdigit())
+        digits = re.match(r'\d+', piece)
         if not digits:
             break
-        parts.append(int(digits))
+        parts.append(int(digits.group()))
+        if digits.end() != len(piece):
+            break
     return tuple(parts)
 
 
@@ -35,6 +39,12 @@ def _dist_version(name: str) -> Optional[str]:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _torch_too_new() -> bool:
+    """The upstream OpenMMLab releases break on torch >= 2.6 (e.g. mmengine cannot resume a checkpoint)."""
+    import torch
+    return _version_tuple(torch.__version__) >= (2, 6)
 
 
 def check_package(module: str, required: bool = False) -> Optional[str]:
@@ -57,7 +67,7 @@ def check_package(module: str, required: bool = False) -> Optional[str]:
         if required:
             raise StackVersionError(f'{module} is not installed; needed: {onedl}>={needed}. {INSTALL_HINT}')
         return None
-    if upstream_version or _version_tuple(found) < _version_tuple(needed):
+    if upstream_version and _torch_too_new() or not upstream_version and _version_tuple(found) < _version_tuple(needed):
         dist = onedl if onedl_version else upstream
         raise StackVersionError(
             f'{module}: found {dist} {found}, needed {onedl}>={needed} (the upstream OpenMMLab releases are '

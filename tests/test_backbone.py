@@ -209,7 +209,7 @@ def test_autocast_optim_wrapper_runs_the_forward_in_bf16_with_fp32_norms():
     block.mlp.fc1.register_forward_hook(record('fc1'))
     norm_inputs = []
     original = block.norm1._normalize
-    block.norm1._normalize = lambda x: norm_inputs.append(x.dtype) or original(x)
+    block.norm1._normalize = lambda x, dtype: norm_inputs.append(x.dtype) or original(x, dtype)
     with wrapper.optim_context(model):
         out = model(torch.randn(1, 3, 64, 64))[0]
     assert seen['fc1'] == torch.bfloat16
@@ -231,3 +231,38 @@ def test_star_relu_values_and_gradients():
         out = inplace(y)
     assert out.data_ptr() == y.data_ptr()
     torch.testing.assert_close(out, 0.8 * torch.relu(x.detach()) ** 2 - 0.3)
+
+
+@pytest.mark.parametrize('name', ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18'])
+def test_a_model_cast_to_bf16_runs_with_fp32_norm_statistics(name):
+    family, arch = name.split('_')
+    model = FAMILIES[family](arch=arch, out_indices=(3, )).to(torch.bfloat16).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64, dtype=torch.bfloat16))[0]
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_star_relu_scalar_gradients_do_not_overflow_in_fp16():
+    from mmmetaformer.models.layers import _StarReLUFunction
+    x = (torch.rand(64, 64, 64) * 8).half().requires_grad_()
+    scale = torch.ones(1, requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    (_StarReLUFunction.apply(x, scale, bias) * 1024.0).sum().backward()  # a loss-scaled fp16 backward
+    assert torch.isfinite(scale.grad).all() and torch.isfinite(bias.grad).all()
+
+
+def test_no_grad_fast_path_matches_the_autograd_path_also_under_autocast():
+    model = mmf.PoolFormerV2('s12', out_indices=(3, )).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        fast = model(x)[0]
+        with torch.enable_grad():
+            slow = model(x)[0]
+    assert fast.dtype == slow.dtype
+    torch.testing.assert_close(fast, slow.detach())
+
+
+def test_frozen_stages_freeze_their_output_norms():
+    model = mmf.PoolFormer('s12', frozen_stages=2).train()
+    assert not any(p.requires_grad for i in ('0', '1') for p in model.out_norms[i].parameters())
+    assert all(p.requires_grad for i in ('2', '3') for p in model.out_norms[i].parameters())

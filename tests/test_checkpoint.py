@@ -165,3 +165,58 @@ def test_official_detection_backbone_loads_whatever_the_outputs(kwargs, tmp_ckpt
     if model.norm_outputs:
         assert torch.equal(model.out_norms['1'].weight, torch.full((128, ), 2.0))
     torch.testing.assert_close(model.stem.conv.weight, reference.patch_embed.proj.weight)
+
+
+def test_whole_dense_prediction_models_keep_their_output_norms(tmp_ckpt, tmp_path):
+    """Official PoolFormer detectors/segmentors: ``backbone.`` + v1 names with norm0/2/4/6, plus neck and heads."""
+    reference = build_reference('poolformer_s12')
+    state = {'backbone.' + k: v for k, v in reference.state_dict().items() if not k.startswith(('norm.', 'head.'))}
+    for index, dim in zip((0, 2, 4, 6), (64, 128, 320, 512)):
+        state[f'backbone.norm{index}.weight'] = torch.full((dim, ), 1.0 + index)
+        state[f'backbone.norm{index}.bias'] = torch.zeros(dim)
+    state['neck.fpn_convs.0.conv.weight'] = torch.ones(256, 256, 3, 3)
+    model = mmf.PoolFormer('s12', init_cfg=dict(type='Pretrained', checkpoint=tmp_ckpt({'state_dict': state})))
+    model.init_weights()
+    assert torch.equal(model.out_norms['3'].weight, torch.full((512, ), 7.0))  # norm6 is an output norm here
+    result = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', tmp_ckpt({'state_dict': state}, 'det.pth'),
+                             str(tmp_path / 'det_mm.pth')], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    converted = torch.load(tmp_path / 'det_mm.pth')['state_dict']
+    assert 'neck.fpn_convs.0.conv.weight' in converted and 'backbone.out_norms.3.weight' in converted
+
+
+def test_our_own_checkpoint_with_prefix_keeps_the_output_norms(tmp_ckpt):
+    trained = mmf.CAFormer('s18', out_indices=(2, 3))
+    with torch.no_grad():
+        trained.out_norms['3'].weight.fill_(3.0)
+    path = tmp_ckpt({'state_dict': {'backbone.' + k: v for k, v in trained.state_dict().items()}})
+    model = mmf.CAFormer('s18', out_indices=(2, 3),
+                         init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
+    model.init_weights()
+    assert torch.equal(model.out_norms['3'].weight, torch.full((512, ), 3.0))
+
+
+def test_strict_false_skips_tensors_of_another_shape(tmp_ckpt):
+    path = tmp_ckpt(build_reference('poolformer_m36').state_dict())
+    model = mmf.PoolFormer('s36', norm_outputs=False,
+                           init_cfg=dict(type='Pretrained', checkpoint=path, strict=False))
+    model.init_weights()  # the shapes all differ (m36 is wider): nothing loads, nothing fails
+    assert model.stem.conv.weight.shape == (64, 3, 7, 7)
+
+
+def test_a_custom_1x1_dwconv_reloads_its_own_checkpoint(tmp_ckpt):
+    arch = dict(mmf.ConvFormer.arch_zoo['s18'], token_mixers=dict(type='SepConv', kernel_size=1))
+    trained = mmf.MetaFormer(arch=arch, norm_outputs=False)
+    path = tmp_ckpt({'state_dict': {'backbone.' + k: v for k, v in trained.state_dict().items()}})
+    model = mmf.MetaFormer(arch=arch, norm_outputs=False, init_cfg=dict(type='Pretrained', checkpoint=path))
+    model.init_weights()
+    torch.testing.assert_close(model.stages[0].blocks[0].token_mixer.dwconv.weight,
+                               trained.stages[0].blocks[0].token_mixer.dwconv.weight)
+
+
+def test_test_tool_refuses_an_unconverted_official_checkpoint(tmp_ckpt):
+    path = tmp_ckpt(build_reference('poolformer_s12').state_dict(), 'poolformer_s12.pth.tar')
+    result = subprocess.run([sys.executable, 'tools/test.py', 'configs/mmpretrain/poolformer_s12_in1k.py', path],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert 'sail_v1 layout' in result.stderr and 'tools/convert_checkpoint.py' in result.stderr

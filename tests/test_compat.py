@@ -55,3 +55,14 @@ def test_import_needs_only_torch_and_mmengine():
             'print(bad); assert not bad, bad')
     result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_upstream_packages_are_fine_on_an_older_torch(monkeypatch):
+    fake_versions(monkeypatch, {'mmengine': '0.10.4', 'mmdet': '3.3.0'})
+    monkeypatch.setattr(compat, '_torch_too_new', lambda: False)
+    compat.check_stack()
+
+
+def test_pre_release_versions_compare_by_their_release_number():
+    assert compat._version_tuple('0.10.12rc1') == (0, 10, 12)
+    assert compat._version_tuple('2.13.0+cu130') == (2, 13, 0)

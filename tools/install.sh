@@ -64,8 +64,14 @@ rmdir "$EMPTY_LINKS"
 if "$PY" -c "import mmcv.ops, importlib.metadata as m; assert m.version('onedl-mmcv') == '2.3.6'" 2>/dev/null; then
     say "$MMCV_PIN with ops already installed"
 else
+    MMCV_FLAGS=()
+    if "$PY" -c "import importlib.metadata as m; m.version('onedl-mmcv')" 2>/dev/null; then
+        # installed but its ops do not load (built without ops, or against another torch): rebuild from source
+        MMCV_FLAGS=(--force-reinstall --no-deps --no-cache-dir)
+    fi
     say "building $MMCV_PIN with its C++ ops: this takes about 10 minutes on 2 cores (cached by pip afterwards)"
-    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" install --no-build-isolation "$MMCV_PIN"
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" install --no-build-isolation "${MMCV_FLAGS[@]}" \
+        "$MMCV_PIN"
 fi
 
 say "installing ${STACK_PINS[*]}"

@@ -13,7 +13,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file (any layout tools/convert_checkpoint.py writes)')
     parser.add_argument('--work-dir', help='where the evaluation log goes')
-    parser.add_argument('--out', help='dump the raw predictions to this pickle file')
+    parser.add_argument('--out', help='save the predictions: a .pkl file (mmdet, mmpretrain) or a folder of '
+                        'prediction maps (mmseg)')
     parser.add_argument('--show-dir', help='write pictures of the predictions to this folder')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -36,20 +37,45 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
         hook.update(enable=True, out_dir=show_dir)
 
 
+def dump_results(cfg: Config, out: str) -> None:
+    """``--out``: the predictions as each library saves them (mmdet: RLE masks, no ground truth; mmseg: the
+    prediction maps as images in a folder; mmpretrain: a pickle of the predictions)."""
+    scope = cfg.get('default_scope')
+    if scope == 'mmseg':
+        cfg.test_evaluator.update(output_dir=out, keep_results=True)
+        return
+    if not out.endswith(('.pkl', '.pickle')):
+        sys.exit('error: --out must be a .pkl or .pickle file')
+    evaluator = cfg.test_evaluator
+    dump = dict(type='DumpDetResults' if scope == 'mmdet' else 'DumpResults', out_file_path=out)
+    cfg.test_evaluator = (list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]) + [dump]
+
+
+def check_model_checkpoint(path: str) -> None:
+    """An official or timm file is not a model checkpoint: loaded as one, almost nothing would match and the
+    test would measure random weights."""
+    from mmmetaformer.checkpoint import detect_layout, read_checkpoint
+    try:
+        layout = detect_layout(read_checkpoint(path))
+    except ValueError:
+        return  # not a MetaFormer layout we know: leave it to the runner
+    if layout != 'mmmetaformer':
+        sys.exit(f'error: {path} is a checkpoint in the {layout} layout, not one of this model: convert it first '
+                 f'with `python tools/convert_checkpoint.py {path} converted.pth` and test converted.pth')
+
+
 def main() -> None:
     args = parse_args()
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         sys.exit(f'error: checkpoint {args.checkpoint} does not exist')
+    if osp.isfile(args.checkpoint):
+        check_model_checkpoint(args.checkpoint)
     if args.show_dir:
         enable_visualization(cfg, osp.abspath(args.show_dir))
     if args.out:
-        if not args.out.endswith(('.pkl', '.pickle')):
-            sys.exit('error: --out must be a .pkl or .pickle file')
-        evaluator = cfg.test_evaluator
-        cfg.test_evaluator = (list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]) + \
-            [dict(type='DumpResults', out_file_path=args.out)]
+        dump_results(cfg, args.out)
     build_runner(cfg, ['test']).test()
     finish_distributed()
 

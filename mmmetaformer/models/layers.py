@@ -27,14 +27,18 @@ class _FP32Norm(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels)) if bias else None
 
-    def _normalize(self, x: Tensor) -> Tensor:
+    def _normalize(self, x: Tensor, dtype: torch.dtype) -> Tensor:
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype in _LOW_PRECISION:
             with torch.autocast(x.device.type, enabled=False):
-                return self._normalize(x.float()).to(x.dtype)
-        return self._normalize(x)
+                return self._normalize(x.float(), torch.float32).to(x.dtype)
+        return self._normalize(x, x.dtype)
+
+    def _affine(self, dtype: torch.dtype):
+        """Weight and bias in the dtype of the computation (float32 also for a model cast with ``.half()``)."""
+        return self.weight.to(dtype), None if self.bias is None else self.bias.to(dtype)
 
     def extra_repr(self) -> str:
         return f'{self.num_channels}, bias={self.bias is not None}, eps={self.eps}'
@@ -44,8 +48,8 @@ class _FP32Norm(nn.Module):
 class ChannelLayerNorm(_FP32Norm):
     """LayerNorm over the channels of a (B, H, W, C) tensor (ConvFormer/CAFormer blocks, v2 stem/downsampling)."""
 
-    def _normalize(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, (self.num_channels, ), self.weight, self.bias, self.eps)
+    def _normalize(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        return F.layer_norm(x, (self.num_channels, ), *self._affine(dtype), self.eps)
 
 
 @MODELS.register_module()
@@ -55,10 +59,10 @@ class ModifiedLayerNorm(_FP32Norm):
     Used by PoolFormer v1 (with bias, eps 1e-5) and by IdentityFormer/RandFormer/PoolFormerV2 (no bias, eps 1e-6).
     """
 
-    def _normalize(self, x: Tensor) -> Tensor:
+    def _normalize(self, x: Tensor, dtype: torch.dtype) -> Tensor:
         # The (B, C, H, W) view of a channels-last tensor has channels_last strides: group_norm runs its
         # channels-last kernel without a copy.
-        return F.group_norm(x.permute(0, 3, 1, 2), 1, self.weight, self.bias, self.eps).permute(0, 2, 3, 1)
+        return F.group_norm(x.permute(0, 3, 1, 2), 1, *self._affine(dtype), self.eps).permute(0, 2, 3, 1)
 
 
 def build_norm(cfg: dict, num_channels: int) -> nn.Module:
@@ -80,8 +84,10 @@ class _StarReLUFunction(torch.autograd.Function):
         x, scale = ctx.saved_tensors
         relu = torch.relu(x)
         grad_x = (grad * relu * (2 * scale)).to(x.dtype) if ctx.needs_input_grad[0] else None
-        grad_scale = (grad * relu.square()).sum().reshape(1).to(scale.dtype) if ctx.needs_input_grad[1] else None
-        grad_bias = grad.sum().reshape(1).to(scale.dtype) if ctx.needs_input_grad[2] else None
+        # The scalar gradients sum over the whole activation: in float32, or loss-scaled fp16 overflows.
+        grad_scale = (grad.float() * relu.float().square()).sum().reshape(1).to(scale.dtype) \
+            if ctx.needs_input_grad[1] else None
+        grad_bias = grad.float().sum().reshape(1).to(scale.dtype) if ctx.needs_input_grad[2] else None
         return grad_x, grad_scale, grad_bias
 
 

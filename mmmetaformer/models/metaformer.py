@@ -75,7 +75,9 @@ class MetaFormerBlock(nn.Module):
     def _residual(x: Tensor, branch: Tensor, layer_scale: nn.Module, res_scale: nn.Module) -> Tensor:
         """``res_scale(x) + layer_scale(branch)``; without autograd, computed in the branch's fresh output tensor
         (no new allocation: large fresh tensors cost page faults on the CPU)."""
-        if torch.is_grad_enabled() or branch.dtype != x.dtype or branch.data_ptr() == x.data_ptr():
+        scales = [m.scale for m in (layer_scale, res_scale) if isinstance(m, Scale)]
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or branch.data_ptr() == x.data_ptr() or \
+                any(t.dtype != branch.dtype for t in [x] + scales):  # in place would change the result dtype
             return res_scale(x) + layer_scale(branch)
         if isinstance(layer_scale, Scale):
             branch.mul_(layer_scale.scale)
@@ -115,7 +117,8 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
         out_indices: stages (0-3) whose outputs are returned, as NCHW maps at strides 4/8/16/32.
         norm_outputs: add a fresh norm of the block type on each returned stage (the official dense-prediction
             setup). Only requested outputs get one, so DDP never sees unused parameters.
-        frozen_stages: -1 freezes nothing, 0 the stem, k the stem and stages 1..k (re-applied in ``train()``).
+        frozen_stages: -1 freezes nothing, 0 the stem, k the stem and stages 1..k with their output norms
+            (re-applied in ``train()``).
         norm_eval: keep BatchNorm layers (if a custom mixer has any) in eval mode during training. The stock
             MetaFormer norms have no running statistics, so this changes nothing for them.
         with_cp: gradient checkpointing of every block (``use_reentrant=False``).
@@ -213,6 +216,8 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
         if self.frozen_stages < 0:
             return
         frozen = [self.stem] + [self.stages[i] for i in range(self.frozen_stages)]
+        if self.norm_outputs:  # a frozen stage's output norm is frozen with it
+            frozen += [self.out_norms[str(i)] for i in range(self.frozen_stages) if str(i) in self.out_norms]
         for module in frozen:
             module.eval()
             for param in module.parameters():
