@@ -129,12 +129,16 @@ def finish_distributed() -> None:
         dist.destroy_process_group()
 
 
-def build_runner(cfg: Config, splits: List[str]):
-    """Check the data (exiting with where it is expected), prepare CPU distributed runs, build the runner."""
-    from mmengine.runner import Runner
+def require_data(cfg: Config, splits: List[str]) -> None:
+    """Exit at once, saying where the data is expected, if the data of ``splits`` is not there."""
     try:
         check_data(cfg, splits)
     except DataNotFoundError as error:
         sys.exit(f'error: {error}')
+
+
+def build_runner(cfg: Config):
+    """Prepare CPU distributed runs and build the runner."""
+    from mmengine.runner import Runner
     setup_cpu_distributed(cfg, cfg.launcher)
     return Runner.from_cfg(cfg)

@@ -214,9 +214,12 @@ def test_a_custom_1x1_dwconv_reloads_its_own_checkpoint(tmp_ckpt):
                                trained.stages[0].blocks[0].token_mixer.dwconv.weight)
 
 
-def test_test_tool_refuses_an_unconverted_official_checkpoint(tmp_ckpt):
+def test_test_tool_refuses_an_unconverted_official_checkpoint(tmp_ckpt, tmp_path):
+    from mmmetaformer.demo_data import make_imagenet_folders
+    imagenet = make_imagenet_folders(str(tmp_path / 'imagenet'))
     path = tmp_ckpt(build_reference('poolformer_s12').state_dict(), 'poolformer_s12.pth.tar')
-    result = subprocess.run([sys.executable, 'tools/test.py', 'configs/mmpretrain/poolformer_s12_in1k.py', path],
+    result = subprocess.run([sys.executable, 'tools/test.py', 'configs/mmpretrain/poolformer_s12_in1k.py', path,
+                             '--cfg-options', f'test_dataloader.dataset.data_root={imagenet}'],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert 'sail_v1 layout' in result.stderr and 'tools/convert_checkpoint.py' in result.stderr

@@ -5,7 +5,7 @@ import sys
 
 from mmengine.config import Config, ConfigDict, DictAction
 
-from mmmetaformer.runtime import build_runner, finish_distributed, load_config
+from mmmetaformer.runtime import build_runner, finish_distributed, load_config, require_data
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,7 +56,11 @@ def check_model_checkpoint(path: str) -> None:
     test would measure random weights."""
     from mmmetaformer.checkpoint import detect_layout, read_checkpoint
     try:
-        layout = detect_layout(read_checkpoint(path))
+        state_dict = read_checkpoint(path)
+    except Exception as error:  # noqa: BLE001  (torch.load fails in many ways on a bad file)
+        sys.exit(f'error: cannot read checkpoint {path}: {type(error).__name__}: {error}')
+    try:
+        layout = detect_layout(state_dict)
     except ValueError:
         return  # not a MetaFormer layout we know: leave it to the runner
     if layout != 'mmmetaformer':
@@ -68,6 +72,7 @@ def main() -> None:
     args = parse_args()
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
+    require_data(cfg, ['test'])
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         sys.exit(f'error: checkpoint {args.checkpoint} does not exist')
     if osp.isfile(args.checkpoint):
@@ -76,7 +81,7 @@ def main() -> None:
         enable_visualization(cfg, osp.abspath(args.show_dir))
     if args.out:
         dump_results(cfg, args.out)
-    build_runner(cfg, ['test']).test()
+    build_runner(cfg).test()
     finish_distributed()
 
 

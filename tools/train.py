@@ -4,7 +4,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from mmmetaformer.runtime import build_runner, enable_amp, finish_distributed, load_config
+from mmmetaformer.runtime import build_runner, enable_amp, finish_distributed, load_config, require_data
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,7 +36,8 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    build_runner(cfg, ['train', 'val']).train()
+    require_data(cfg, ['train', 'val'])
+    build_runner(cfg).train()
     finish_distributed()
 
 
