@@ -232,12 +232,11 @@ def identify_arch(canonical: StateDict) -> List[Tuple[str, str]]:
     Parameter-free mixers make families indistinguishable by their tensors: PoolFormerV2 and IdentityFormer of
     the same size both match.
     """
-    from . import models
+    from .models import FAMILIES
     found = {k[len(BACKBONE):]: tuple(v.shape) for k, v in canonical.items()
              if k.startswith(BACKBONE) and not k.startswith(BACKBONE + 'out_norms.')}
     matches = []
-    for family in (models.PoolFormer, models.PoolFormerV2, models.IdentityFormer, models.RandFormer,
-                   models.ConvFormer, models.CAFormer):
+    for family in FAMILIES.values():
         for arch in family.arch_zoo:
             with torch.device('meta'):
                 model = family(arch=arch, norm_outputs=False)

@@ -9,10 +9,6 @@ import torch
 from mmengine.config import Config, ConfigDict
 
 
-class DataNotFoundError(FileNotFoundError):
-    """The data set a config points at is not on disk."""
-
-
 def _datasets(cfg: ConfigDict) -> Iterator[ConfigDict]:
     """Every leaf dataset config of a (possibly wrapped) dataset config."""
     if cfg is None:
@@ -48,8 +44,9 @@ def missing_data(cfg: Config, splits: List[str]) -> List[str]:
     return missing
 
 
-def check_data(cfg: Config, splits: List[str]) -> None:
-    """Stop at once, with where the data is expected and how to get started, if the data is not there."""
+def require_data(cfg: Config, splits: List[str]) -> None:
+    """Exit at once, saying where the data is expected and how to get started, if the data of ``splits`` is not
+    there."""
     missing = missing_data(cfg, splits)
     if not missing:
         return
@@ -64,9 +61,9 @@ def check_data(cfg: Config, splits: List[str]) -> None:
                       'meta/val.txt (see README.md, "Data").',
     }.get(scope, 'See README.md, "Data".')
     listed = '\n  '.join(missing)
-    raise DataNotFoundError(f'the data set of this config is not where it expects it; missing:\n  {listed}\n'
-                            f'{hint}\nOr point the config elsewhere: --cfg-options '
-                            f'train_dataloader.dataset.data_root=... (and val/test likewise).')
+    sys.exit(f'error: the data set of this config is not where it expects it; missing:\n  {listed}\n'
+             f'{hint}\nOr point the config elsewhere: --cfg-options '
+             f'train_dataloader.dataset.data_root=... (and val/test likewise).')
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
@@ -127,14 +124,6 @@ def finish_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def require_data(cfg: Config, splits: List[str]) -> None:
-    """Exit at once, saying where the data is expected, if the data of ``splits`` is not there."""
-    try:
-        check_data(cfg, splits)
-    except DataNotFoundError as error:
-        sys.exit(f'error: {error}')
 
 
 def build_runner(cfg: Config):

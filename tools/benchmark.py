@@ -15,10 +15,7 @@ from typing import Callable, Dict, List
 
 import torch
 
-import mmmetaformer as mmf
-
-FAMILIES = {'poolformer': mmf.PoolFormer, 'poolformerv2': mmf.PoolFormerV2, 'convformer': mmf.ConvFormer,
-            'caformer': mmf.CAFormer, 'identityformer': mmf.IdentityFormer, 'randformer': mmf.RandFormer}
+from mmmetaformer.models import FAMILIES
 DEFAULT_MODELS = ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18', 'caformer_s18']
 
 

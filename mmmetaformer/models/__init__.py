@@ -8,8 +8,12 @@ from .poolformerv2 import PoolFormerV2
 from .randformer import RandFormer
 from .token_mixers import Attention, IdentityMixer, Pooling, RandomMixing, SepConv
 
+# The published families by their lower-case names (as in 'caformer_s18').
+FAMILIES = {cls.__name__.lower(): cls for cls in (PoolFormer, PoolFormerV2, IdentityFormer, RandFormer, ConvFormer,
+                                                 CAFormer)}
+
 __all__ = [
-    'MetaFormer', 'PoolFormer', 'PoolFormerV2', 'IdentityFormer', 'RandFormer', 'ConvFormer', 'CAFormer',
+    'FAMILIES', 'MetaFormer', 'PoolFormer', 'PoolFormerV2', 'IdentityFormer', 'RandFormer', 'ConvFormer', 'CAFormer',
     'IdentityMixer', 'Pooling', 'RandomMixing', 'SepConv', 'Attention', 'ChannelLayerNorm', 'ModifiedLayerNorm',
     'StarReLU', 'SquaredReLU'
 ]

@@ -142,7 +142,7 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
                  drop_path_rate: float = 0.0,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.arch_name, arch = self._resolve_arch(arch)
+        arch = self._resolve_arch(arch)
         depths, dims = list(arch['depths']), list(arch['dims'])
         if len(depths) != NUM_STAGES or len(dims) != NUM_STAGES:
             raise ValueError(f'arch needs {NUM_STAGES} depths and dims, got depths={depths}, dims={dims}')
@@ -188,13 +188,13 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
         self._freeze_stages()
 
     @classmethod
-    def _resolve_arch(cls, arch: Union[str, dict]) -> Tuple[str, dict]:
+    def _resolve_arch(cls, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):
             key = arch.lower()
             if key not in cls.arch_zoo:
                 valid = ', '.join(sorted(cls.arch_zoo)) or 'none: pass arch as a dict'
                 raise ValueError(f'{cls.__name__} has no arch {arch!r}; valid archs: {valid}')
-            return key, cls.arch_zoo[key]
+            return cls.arch_zoo[key]
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a name or a dict, got {type(arch).__name__}')
         missing = {'depths', 'dims', 'token_mixers', 'norm_cfg'} - set(arch)
@@ -202,7 +202,7 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
         if missing or unknown:
             raise ValueError(f'{cls.__name__} arch dict: missing keys {sorted(missing)}, unknown keys '
                              f'{sorted(unknown)}; allowed keys: {cls.ARCH_KEYS}')
-        return 'custom', arch
+        return arch
 
     def _init_fresh_weights(self) -> None:
         """The official initialization: truncated normal (std 0.02) for conv/linear weights, zero biases."""
