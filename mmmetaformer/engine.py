@@ -1,10 +1,17 @@
 """Training-loop pieces that mmengine lacks."""
+import glob
+import os
+import os.path as osp
+import zipfile
 from contextlib import contextmanager
+from typing import Optional
 
 import torch
 from mmengine.logging import print_log
 from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
+from mmengine.dist import master_only
 from mmengine.optim import OptimWrapper
+from mmengine.runner import Runner
 
 from .registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
 
@@ -42,3 +49,41 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
                       'distributed run.', logger='current')
         kwargs['device_ids'] = None  # mmengine passes [LOCAL_RANK], a GPU index
         super().__init__(module=revert_sync_batchnorm(module), **kwargs)
+
+
+def latest_complete_checkpoint(work_dir: str) -> Optional[str]:
+    """The newest checkpoint in ``work_dir`` (or named by its ``last_checkpoint``) that was written to the end.
+
+    torch writes zip archives whose directory comes last, so a file cut short by a kill is not a zip file.
+    """
+    candidates = glob.glob(osp.join(work_dir, 'epoch_*.pth')) + glob.glob(osp.join(work_dir, 'iter_*.pth'))
+    named = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(named):
+        with open(named) as f:
+            candidates.append(f.read().strip())
+    complete = [path for path in set(candidates) if osp.isfile(path) and zipfile.is_zipfile(path)]
+    return max(complete, key=osp.getmtime, default=None)
+
+
+class CrashSafeRunner(Runner):
+    """mmengine's ``Runner`` for runs that may be killed at any moment (SIGKILL, a pre-empted node).
+
+    A checkpoint is written under a temporary name and renamed once complete, so a ``*.pth`` file is never half
+    written; and resuming without a path takes the newest complete checkpoint of the work dir, also when the kill
+    came between writing it and updating ``last_checkpoint`` (mmengine would then start again from scratch).
+    """
+
+    @master_only
+    def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
+        if '://' in out_dir:  # remote storage: no rename there
+            return super().save_checkpoint(out_dir, filename, *args, **kwargs)
+        partial = filename + '.partial'
+        super().save_checkpoint(out_dir, partial, *args, **kwargs)
+        os.replace(osp.join(out_dir, partial), osp.join(out_dir, filename))
+
+    def load_or_resume(self) -> None:
+        if self._resume and self._load_from is None and not self._has_loaded:
+            self._load_from = latest_complete_checkpoint(self.work_dir)
+            if self._load_from is not None:
+                self.logger.info(f'Resuming from the newest complete checkpoint: {self._load_from}')
+        super().load_or_resume()

@@ -128,6 +128,6 @@ def finish_distributed() -> None:
 
 def build_runner(cfg: Config):
     """Prepare CPU distributed runs and build the runner."""
-    from mmengine.runner import Runner
+    from .engine import CrashSafeRunner
     setup_cpu_distributed(cfg, cfg.launcher)
-    return Runner.from_cfg(cfg)
+    return CrashSafeRunner.from_cfg(cfg)

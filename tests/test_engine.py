@@ -1,0 +1,43 @@
+import os
+import time
+
+import torch
+
+from mmmetaformer.engine import latest_complete_checkpoint
+
+
+def _save(path, step):
+    torch.save({'meta': {'epoch': step}}, path)
+    time.sleep(0.02)  # distinct modification times
+
+
+def test_the_newest_complete_checkpoint_wins_even_without_last_checkpoint(tmp_path):
+    _save(tmp_path / 'epoch_1.pth', 1)
+    _save(tmp_path / 'epoch_2.pth', 2)
+    assert latest_complete_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_2.pth')
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_skipped(tmp_path):
+    _save(tmp_path / 'epoch_1.pth', 1)
+    _save(tmp_path / 'epoch_2.pth', 2)
+    data = (tmp_path / 'epoch_2.pth').read_bytes()
+    (tmp_path / 'epoch_2.pth').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
+    assert latest_complete_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_1.pth')
+
+
+def test_last_checkpoint_may_point_outside_the_work_dir(tmp_path):
+    elsewhere = tmp_path / 'out'
+    elsewhere.mkdir()
+    work = tmp_path / 'work'
+    work.mkdir()
+    _save(elsewhere / 'iter_50.pth', 50)
+    (work / 'last_checkpoint').write_text(str(elsewhere / 'iter_50.pth'))
+    assert latest_complete_checkpoint(str(work)) == str(elsewhere / 'iter_50.pth')
+
+
+def test_nothing_to_resume(tmp_path):
+    (tmp_path / 'epoch_1.pth').write_bytes(b'')
+    assert latest_complete_checkpoint(str(tmp_path)) is None
+    os.remove(tmp_path / 'epoch_1.pth')
+    assert latest_complete_checkpoint(str(tmp_path)) is None
