@@ -13,7 +13,7 @@ from mmengine.dist import master_only
 from mmengine.optim import OptimWrapper
 from mmengine.runner import Runner
 
-from .registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
+from .registry import MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -65,12 +65,14 @@ def latest_complete_checkpoint(work_dir: str) -> Optional[str]:
     return max(complete, key=osp.getmtime, default=None)
 
 
+@RUNNERS.register_module()
 class CrashSafeRunner(Runner):
     """mmengine's ``Runner`` for runs that may be killed at any moment (SIGKILL, a pre-empted node).
 
     A checkpoint is written under a temporary name and renamed once complete, so a ``*.pth`` file is never half
     written; and resuming without a path takes the newest complete checkpoint of the work dir, also when the kill
     came between writing it and updating ``last_checkpoint`` (mmengine would then start again from scratch).
+    The configs select it with ``runner_type``, so mmdet's, mmseg's and mmpretrain's own ``tools/train.py`` use it too.
     """
 
     @master_only

@@ -1,8 +1,9 @@
 """MMEngine registries of mmmetaformer (scope ``mmmetaformer``): models (backbones, token mixers, norms,
-activations), optimizer wrappers and model wrappers."""
+activations), optimizer wrappers, model wrappers and runners."""
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
+from mmengine.registry import RUNNERS as MMENGINE_RUNNERS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmmetaformer', locations=['mmmetaformer.models'])
@@ -24,3 +25,4 @@ OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope
                           locations=['mmmetaformer.engine'])
 MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='mmmetaformer',
                           locations=['mmmetaformer.engine'])
+RUNNERS = Registry('runner', parent=MMENGINE_RUNNERS, scope='mmmetaformer', locations=['mmmetaformer.engine'])

@@ -87,8 +87,10 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
 def enable_amp(cfg: Config) -> None:
     """Mixed precision: fp16 with dynamic loss scaling on GPU, bf16 on CPU."""
     optim_wrapper = cfg.optim_wrapper
-    if optim_wrapper.get('type', 'OptimWrapper') not in ('OptimWrapper', 'mmengine.OptimWrapper'):
-        return  # the config already chose a wrapper
+    chosen = optim_wrapper.get('type', 'OptimWrapper')
+    if chosen not in ('OptimWrapper', 'mmengine.OptimWrapper'):
+        print(f'--amp: the config already chose the optimizer wrapper {chosen}; it is kept as it is.', flush=True)
+        return
     if torch.cuda.is_available():
         optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
     else:
@@ -128,6 +130,7 @@ def finish_distributed() -> None:
 
 def build_runner(cfg: Config):
     """Prepare CPU distributed runs and build the runner."""
-    from .engine import CrashSafeRunner
+    from mmengine.registry import RUNNERS
     setup_cpu_distributed(cfg, cfg.launcher)
-    return CrashSafeRunner.from_cfg(cfg)
+    cfg.setdefault('runner_type', 'mmmetaformer.CrashSafeRunner')
+    return RUNNERS.build(cfg)

@@ -1,10 +1,18 @@
 """Helpers of the end-to-end tests: derived configs on tiny generated data, and running the tools."""
 import os
+import socket
 import subprocess
 import sys
 from typing import List
 
 from conftest import ROOT
+
+
+def free_port() -> str:
+    """A TCP port nobody listens on now, for a torchrun rendezvous (a fixed one may be taken or in TIME_WAIT)."""
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return str(probe.getsockname()[1])
 
 
 def write_config(path, base: str, body: str) -> str:

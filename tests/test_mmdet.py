@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from e2e import DET_TINY, run_tool, write_config
+from e2e import DET_TINY, free_port, run_tool, write_config
 
 pytest.importorskip('mmdet')
 
@@ -100,18 +100,28 @@ def test_dist_train_two_processes_on_cpu(shapes, tmp_path):
     config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
                           DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
     work = tmp_path / 'work'
-    result = run_tool(['tools/dist_train.sh', config, '2', '--work-dir', str(work)], env={'PORT': '29517'})
+    result = run_tool(['tools/dist_train.sh', config, '2', '--work-dir', str(work)], env={'PORT': free_port()})
     assert (work / 'epoch_1.pth').exists()
     assert 'Distributed launcher: pytorch' in result.stdout + result.stderr or 'world_size: 2' in \
         result.stdout + result.stderr
 
 
-def test_sigkill_then_resume_loses_no_finished_epoch(shapes, tmp_path):
+def packaged_mmdet_tool(name: str) -> str:
+    import mmdet
+    path = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', name)
+    if not osp.exists(path):
+        pytest.skip('this mmdet build ships no tools/')
+    return path
+
+
+@pytest.mark.parametrize('tool', ['ours', 'mmdet'])
+def test_sigkill_then_resume_loses_no_finished_epoch(shapes, tmp_path, tool):
+    train = 'tools/train.py' if tool == 'ours' else packaged_mmdet_tool('train.py')
     config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
                           DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=3))
     work = tmp_path / 'work'
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-    process = subprocess.Popen([sys.executable, 'tools/train.py', config, '--work-dir', str(work)], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, train, config, '--work-dir', str(work)], cwd=ROOT,
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while not (work / 'epoch_1.pth').exists() and time.time() < deadline and process.poll() is None:
@@ -121,7 +131,7 @@ def test_sigkill_then_resume_loses_no_finished_epoch(shapes, tmp_path):
     process.wait()
     assert (work / 'epoch_1.pth').exists() and not (work / 'epoch_3.pth').exists()
     assert not list(work.glob('*.partial'))
-    result = run_tool(['tools/train.py', config, '--work-dir', str(work), '--resume'])
+    result = run_tool([train, config, '--work-dir', str(work), '--resume'])
     log = result.stdout + result.stderr
     assert 'resumed' in log.lower()
     assert 'Epoch(train)  [1]' not in log and 'Epoch(train) [1]' not in log  # epoch 1 not trained again
@@ -151,15 +161,11 @@ def test_missing_coco_stops_at_once_with_a_pointer_to_the_demo(tmp_path):
 
 
 def test_configs_run_unchanged_through_mmdets_packaged_tools(shapes, tmp_path):
-    import mmdet
-    tools = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools')
-    if not osp.exists(osp.join(tools, 'train.py')):
-        pytest.skip('this mmdet build ships no tools/')
     config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
                           DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
     work = tmp_path / 'work'
-    run_tool([osp.join(tools, 'train.py'), config, '--work-dir', str(work)])
-    result = run_tool([osp.join(tools, 'test.py'), config, str(work / 'epoch_1.pth'), '--work-dir', str(work)])
+    run_tool([packaged_mmdet_tool('train.py'), config, '--work-dir', str(work)])
+    result = run_tool([packaged_mmdet_tool('test.py'), config, str(work / 'epoch_1.pth'), '--work-dir', str(work)])
     assert 'coco/bbox_mAP' in result.stdout + result.stderr
 
 

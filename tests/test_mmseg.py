@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from e2e import run_tool, write_config
+from e2e import free_port, run_tool, write_config
 
 mmseg = pytest.importorskip('mmseg')
 
@@ -172,7 +172,7 @@ def test_randformer_trains_at_other_grids(ade, tmp_path):
 def test_dist_train_two_processes_on_cpu_reverts_syncbn(ade, tmp_path):
     work = tmp_path / 'work'
     result = run_tool(['tools/dist_train.sh', tiny_config(tmp_path, ade), '2', '--work-dir', str(work)],
-                      env={'PORT': '29527'})
+                      env={'PORT': free_port()})
     assert 'SyncBN needs GPUs' in result.stdout + result.stderr
     assert (work / 'iter_2.pth').exists()
 

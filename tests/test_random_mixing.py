@@ -44,6 +44,14 @@ def test_cache_is_dropped_when_the_matrix_changes():
     assert not torch.allclose(first, mixer.mixing_matrix(10, 10))
 
 
+def test_a_mixer_made_under_inference_mode_resamples():
+    with torch.inference_mode():
+        mixer = RandomMixing(dim=4, num_tokens=49)
+        out = mixer(torch.randn(1, 10, 12, 4))
+    assert out.shape == (1, 10, 12, 4)
+    torch.testing.assert_close(mixer.mixing_matrix(10, 12).sum(1), torch.ones(120))
+
+
 def test_randformer_trains_at_a_detection_size():
     model = mmf.RandFormer('s12', out_indices=(1, 2, 3)).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)

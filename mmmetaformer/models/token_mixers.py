@@ -115,7 +115,8 @@ class RandomMixing(nn.Module):
         if (height, width) == self.base_grid:
             return self.random_matrix
         matrix = self.random_matrix
-        key = (height, width, matrix.device, matrix.dtype, matrix._version, matrix.data_ptr())
+        version = -1 if matrix.is_inference() else matrix._version  # inference tensors keep no version counter
+        key = (height, width, matrix.device, matrix.dtype, version, matrix.data_ptr())
         cached = self._cache.get(key)
         if cached is None:
             self._cache.clear()

@@ -1,5 +1,6 @@
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['mmmetaformer', 'mmmetaformer.integrations.mmpretrain'], allow_failed_imports=False)
+runner_type = 'mmmetaformer.CrashSafeRunner'  # checkpoints survive a kill at any moment (see mmmetaformer/engine.py)
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
