@@ -87,7 +87,8 @@ def test_wrong_architecture_names_the_first_mismatching_tensor(tmp_ckpt):
 
 
 @pytest.mark.parametrize('source, target, match', [
-    ('poolformer_s24', 'poolformer_s12', r"'backbone\.stages\.0\.blocks\.2\.|'stages\.0\.blocks\.2\..*absent in the model"),
+    ('poolformer_s24', 'poolformer_s12',
+     r"'backbone\.stages\.0\.blocks\.2\.|'stages\.0\.blocks\.2\..*absent in the model"),
     ('poolformer_s12', 'poolformer_s24', r"'stages\.0\.blocks\.2\..* absent in the checkpoint but \("),
     ('poolformerv2_s12', 'caformer_s18', r'in the checkpoint but .* in the model'),
 ])

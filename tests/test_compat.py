@@ -24,13 +24,15 @@ def test_the_installed_stack_passes():
 
 def test_too_old_upstream_package_names_found_and_needed(monkeypatch):
     fake_versions(monkeypatch, {'onedl-mmengine': '0.10.12', 'mmdet': '3.3.0'})
-    with pytest.raises(compat.StackVersionError, match=r'mmdet: found mmdet 3\.3\.0, needed onedl-mmdetection>=3\.5\.1'):
+    with pytest.raises(compat.StackVersionError,
+                       match=r'mmdet: found mmdet 3\.3\.0, needed onedl-mmdetection>=3\.5\.1'):
         compat.check_stack()
 
 
 def test_too_old_onedl_package(monkeypatch):
     fake_versions(monkeypatch, {'onedl-mmengine': '0.10.5'})
-    with pytest.raises(compat.StackVersionError, match=r'found onedl-mmengine 0\.10\.5, needed onedl-mmengine>=0\.10\.12'):
+    with pytest.raises(compat.StackVersionError,
+                       match=r'found onedl-mmengine 0\.10\.5, needed onedl-mmengine>=0\.10\.12'):
         compat.check_stack()
 
 
