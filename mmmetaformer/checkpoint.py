@@ -183,19 +183,27 @@ def select_compatible(state_dict: StateDict, module: nn.Module, what: str, stric
     return OrderedDict((k, v) for k, v in state_dict.items() if k not in expected or expected[k].shape == v.shape)
 
 
-def read_checkpoint(path_or_url: str) -> StateDict:
-    """Read a local file or URL (as mmengine does) and return its state dict, with a clear error offline."""
+def read_checkpoint(path_or_url: str, setting: Optional[str] = None) -> StateDict:
+    """Read a local file or URL (as mmengine does) and return its state dict.
+
+    Fails with a clear error when a URL cannot be downloaded (naming ``setting``, the config key that takes a local
+    file instead) or when the file is not a torch checkpoint.
+    """
     from mmengine.runner.checkpoint import CheckpointLoader
     try:
         content = CheckpointLoader.load_checkpoint(path_or_url, map_location='cpu')
-    except Exception as error:  # noqa: BLE001  (network and file errors come in many types)
+    except Exception as error:  # noqa: BLE001  (network, file and unpickling errors come in many types)
+        cause = f'{type(error).__name__}: {error}'
         if re.match(r'^(https?|s3|openmmlab|torchvision|modelzoo|pavi)://', str(path_or_url)):
+            local = f"/path/to/{path_or_url.rsplit('/', 1)[-1]}"
+            use = f'e.g. --cfg-options {setting}={local}' if setting else f'e.g. {local}'
             raise RuntimeError(
-                f'could not download the pretrained weights from {path_or_url} ({type(error).__name__}: {error}). '
-                f'Download the file on a machine with internet access and point the config at the local copy, '
-                f"e.g. --cfg-options model.backbone.init_cfg.checkpoint=/path/to/{path_or_url.rsplit('/', 1)[-1]} "
-                f'(any official layout works; tools/convert_checkpoint.py is optional).') from error
-        raise
+                f'could not download the weights from {path_or_url} ({cause}). Download the file on a machine with '
+                f'internet access and use the local copy instead, {use} (any official layout works; '
+                f'tools/convert_checkpoint.py is optional).') from error
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise RuntimeError(f'cannot read {path_or_url} as a torch checkpoint ({cause})') from error
     return unwrap(content)
 
 
@@ -207,7 +215,7 @@ def load_pretrained(module: nn.Module, checkpoint: str, part: str = BACKBONE, pr
     ``'backbone.'``, the mmengine ``Pretrained`` convention)."""
     logger = MMLogger.get_current_instance()
     name = type(module).__name__
-    state_dict = read_checkpoint(checkpoint)
+    state_dict = read_checkpoint(checkpoint, setting=f'model.{part}init_cfg.checkpoint')
     if prefix:
         state_dict = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items() if k.startswith(prefix))
     canonical, unused, layout = to_canonical(state_dict)

@@ -1,5 +1,7 @@
 """Same weights, same features: official-layout checkpoints from the independent reference implementation, and
 timm / mmpretrain / our own layouts, loaded through ``init_cfg``."""
+import os
+import os.path as osp
 import subprocess
 import sys
 
@@ -215,12 +217,52 @@ def test_a_custom_1x1_dwconv_reloads_its_own_checkpoint(tmp_ckpt):
                                trained.stages[0].blocks[0].token_mixer.dwconv.weight)
 
 
-def test_test_tool_refuses_an_unconverted_official_checkpoint(tmp_ckpt, tmp_path):
+@pytest.fixture
+def serve_folder():
+    """Serve a folder over HTTP on localhost; yields a function folder -> base URL."""
+    import functools
+    import http.server
+    import threading
+    servers = []
+
+    def serve(folder):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f'http://127.0.0.1:{server.server_address[1]}'
+    yield serve
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.mark.parametrize('case', ['official file', 'official url', 'other size', 'offline url', 'not a checkpoint'])
+def test_test_tool_refuses_checkpoints_that_do_not_fit_the_model(tmp_ckpt, tmp_path, serve_folder, case):
+    """Loaded by mmengine, these would only warn and the test would measure partly random weights."""
     from mmmetaformer.demo_data import make_imagenet_folders
     imagenet = make_imagenet_folders(str(tmp_path / 'imagenet'))
-    path = tmp_ckpt(build_reference('poolformer_s12').state_dict(), 'poolformer_s12.pth.tar')
-    result = subprocess.run([sys.executable, 'tools/test.py', 'configs/mmpretrain/poolformer_s12_in1k.py', path,
+    official = tmp_ckpt(build_reference('poolformer_s12').state_dict(), 'poolformer_s12.pth.tar')
+    config, expected = 'configs/mmpretrain/poolformer_s12_in1k.py', ['sail_v1 layout', 'tools/convert_checkpoint.py']
+    if case == 'official file':
+        checkpoint = official
+    elif case == 'official url':
+        checkpoint = serve_folder(osp.dirname(official)) + '/poolformer_s12.pth.tar'
+    elif case == 'other size':
+        backbone = mmf.PoolFormer('s12', out_indices=(3, ), norm_outputs=False).state_dict()
+        checkpoint = tmp_ckpt({'state_dict': {'backbone.' + k: v for k, v in backbone.items()}}, 's12.pth')
+        config = 'configs/mmpretrain/poolformer_s24_in1k.py'
+        expected = ['does not fit the model', "'backbone.stages.0.blocks.2.", 'absent in the checkpoint']
+    elif case == 'offline url':
+        checkpoint = serve_folder(tmp_path / 'nothing-here') + '/poolformer_s12.pth.tar'
+        expected = ['could not download the weights from ' + checkpoint, '/path/to/poolformer_s12.pth.tar']
+    else:
+        checkpoint = str(tmp_path / 'notes.pth')
+        open(checkpoint, 'w').write('hello\n')
+        expected = [f'cannot read {checkpoint} as a torch checkpoint']
+    result = subprocess.run([sys.executable, 'tools/test.py', config, checkpoint,
                              '--cfg-options', f'test_dataloader.dataset.data_root={imagenet}'],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, TORCH_HOME=str(tmp_path / 'torch_home')))
     assert result.returncode != 0
-    assert 'sail_v1 layout' in result.stderr and 'tools/convert_checkpoint.py' in result.stderr
+    for text in expected:
+        assert text in result.stderr, result.stderr[-3000:]

@@ -153,6 +153,20 @@ def test_finetuning_at_384_starts_from_the_whole_official_224_model(name, conver
         assert rel_err(model.eval()(x, mode='tensor'), reference(x)) < 1e-4
 
 
+def test_offline_head_weights_name_the_head_setting(converted):
+    """The 384 fine-tunes load the head from the official URL too; offline, the error names the head's setting."""
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    _, official, _ = converted('caformer_s18')
+    cfg = config('caformer_s18_384')
+    cfg.model.backbone.init_cfg.checkpoint = official
+    cfg.model.head.init_cfg.checkpoint = 'http://127.0.0.1:9/caformer_s18.pth'  # nothing listens on port 9
+    init_default_scope('mmpretrain')
+    model = MODELS.build(cfg.model)
+    with pytest.raises(RuntimeError, match=r'--cfg-options model\.head\.init_cfg\.checkpoint=/path/to/caformer_s18'):
+        model.init_weights()
+
+
 @pytest.mark.parametrize('name', NAMES)
 def test_training_recipe_is_the_published_one(name):
     cfg = config(name)

@@ -11,6 +11,7 @@ dense-prediction model keeps its neck and heads, so it can be tested with the ma
 import argparse
 import os
 import os.path as osp
+import sys
 
 import torch
 
@@ -23,8 +24,11 @@ def main() -> None:
     parser.add_argument('dst', help='output .pth file')
     args = parser.parse_args()
 
-    state_dict = read_checkpoint(args.src)
-    canonical, unused, layout = to_canonical(state_dict)
+    try:
+        state_dict = read_checkpoint(args.src)
+        canonical, unused, layout = to_canonical(state_dict)
+    except (OSError, RuntimeError, ValueError) as error:  # unreadable, failed download, unknown layout
+        sys.exit(f'error: {error}')
     matches = identify_arch(canonical)
     if not matches:
         print('warning: the backbone matches none of the published sizes (a custom arch?)')

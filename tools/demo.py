@@ -3,7 +3,7 @@
     python tools/demo.py
 
 1. generates ``data/demo_shapes/`` (drawn squares, circles and triangles with boxes and instance masks, COCO format,
-   a training and a held-out validation split), unless it is there already;
+   a training and a held-out validation split), unless it is there already with the requested sizes;
 2. trains ``configs/mmdet/demo/retinanet_poolformer_s12_shapes.py`` with ``tools/train.py`` (the main RetinaNet
    config with 3 classes and a CPU-sized schedule; the backbone starts from scratch, no download needed);
 3. evaluates COCO mAP on the held-out split with ``tools/test.py``;
@@ -59,6 +59,12 @@ def plot_loss(work_dir: str, out: str) -> None:
     fig.savefig(out, dpi=100)
 
 
+def split_size(data_root: str, split: str) -> int:
+    """Number of images in a split of the data set (0 when it is not there)."""
+    path = osp.join(data_root, 'annotations', f'instances_{split}.json')
+    return len(json.load(open(path))['images']) if osp.exists(path) else 0
+
+
 def plot_predictions(checkpoint: str, data_root: str, out: str, count: int = 6, score_thr: float = 0.3) -> None:
     import matplotlib
     matplotlib.use('Agg')
@@ -66,7 +72,8 @@ def plot_predictions(checkpoint: str, data_root: str, out: str, count: int = 6, 
     from mmdet.apis import inference_detector, init_detector
     model = init_detector(CONFIG, checkpoint, device='cpu', cfg_options={'model.backbone.init_cfg': None})
     classes = model.dataset_meta['classes']
-    images = sorted(glob.glob(osp.join(data_root, 'val', '*.jpg')))[:count]
+    listed = json.load(open(osp.join(data_root, 'annotations', 'instances_val.json')))['images']
+    images = [osp.join(data_root, 'val', image['file_name']) for image in listed[:count]]
     fig, axes = plt.subplots(2, (count + 1) // 2, figsize=(3 * ((count + 1) // 2), 6))
     for ax, path in zip(axes.flat, images):
         result = inference_detector(model, path).pred_instances
@@ -91,16 +98,19 @@ def main() -> None:
     parser.add_argument('--val-images', type=int, default=80)
     parser.add_argument('--epochs', type=int, help='train for fewer epochs than the config (a quick look)')
     args = parser.parse_args()
+    args.data_root, args.work_dir = osp.abspath(args.data_root), osp.abspath(args.work_dir)  # tools run in ROOT
     start = time.time()
     os.makedirs(args.work_dir, exist_ok=True)
 
     from mmmetaformer.demo_data import make_coco_shapes
-    if not osp.exists(osp.join(args.data_root, 'annotations', 'instances_val.json')):
+    sizes = (split_size(args.data_root, 'train'), split_size(args.data_root, 'val'))
+    if sizes != (args.train_images, args.val_images):
         print(f'[demo] 1/4 generating {args.train_images} training and {args.val_images} validation images '
               f'in {args.data_root}', flush=True)
         make_coco_shapes(args.data_root, splits=(('train', args.train_images), ('val', args.val_images)))
     else:
-        print(f'[demo] 1/4 using the data set in {args.data_root}', flush=True)
+        print(f'[demo] 1/4 using the data set in {args.data_root} ({sizes[0]} training, {sizes[1]} validation '
+              f'images)', flush=True)
 
     root = args.data_root.rstrip('/') + '/'
     data_options = ['--cfg-options', f'train_dataloader.dataset.data_root={root}',
@@ -121,14 +131,15 @@ def main() -> None:
     output = run(['tools/test.py', CONFIG, checkpoint, '--work-dir', args.work_dir] + data_options,
                  osp.join(args.work_dir, 'test_output.log'))
     found = re.findall(r'coco/bbox_mAP: ([\d.]+)', output)
-    mean_ap = float(found[-1]) if found else float('nan')
+    # mmdet reports no metric at all when the detector outputs no box (too short a training)
+    result = f'{float(found[-1]):.3f}' if found else '0.000 (the detector output no boxes: train longer)'
 
     print('[demo] 4/4 drawing predictions and the loss curve', flush=True)
     predictions = osp.join(args.work_dir, 'predictions.png')
     loss_curve = osp.join(args.work_dir, 'loss_curve.png')
     plot_predictions(checkpoint, args.data_root, predictions)
     plot_loss(args.work_dir, loss_curve)
-    print(f'[demo] done in {time.time() - start:.0f} s: COCO bbox mAP {mean_ap:.3f} on {args.val_images} held-out '
+    print(f'[demo] done in {time.time() - start:.0f} s: COCO bbox mAP {result} on {args.val_images} held-out '
           f'images\n[demo] checkpoint {checkpoint}\n[demo] pictures {predictions}, {loss_curve}', flush=True)
 
 

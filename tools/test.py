@@ -3,6 +3,7 @@ import argparse
 import os.path as osp
 import sys
 
+import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
 from mmmetaformer.runtime import build_runner, finish_distributed, load_config, require_data
@@ -51,21 +52,31 @@ def dump_results(cfg: Config, out: str) -> None:
     cfg.test_evaluator = (list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]) + [dump]
 
 
-def check_model_checkpoint(path: str) -> None:
-    """An official or timm file is not a model checkpoint: loaded as one, almost nothing would match and the
-    test would measure random weights."""
+def check_model_checkpoint(path: str, model: torch.nn.Module) -> None:
+    """The checkpoint must hold exactly the model's tensors. mmengine would load whatever matches and only warn, so
+    an official or timm file, or a checkpoint of another size, would be tested with partly random weights."""
+    from mmengine.model import is_model_wrapper
+
     from mmmetaformer.checkpoint import detect_layout, read_checkpoint
     try:
         state_dict = read_checkpoint(path)
-    except Exception as error:  # noqa: BLE001  (torch.load fails in many ways on a bad file)
-        sys.exit(f'error: cannot read checkpoint {path}: {type(error).__name__}: {error}')
+    except Exception as error:  # noqa: BLE001  (a missing file, a failed download, not a checkpoint)
+        sys.exit(f'error: {error}')
     try:
         layout = detect_layout(state_dict)
     except ValueError:
-        return  # not a MetaFormer layout we know: leave it to the runner
-    if layout != 'mmmetaformer':
+        layout = None  # not a MetaFormer layout we know: the tensor check below decides
+    if layout not in (None, 'mmmetaformer'):
         sys.exit(f'error: {path} is a checkpoint in the {layout} layout, not one of this model: convert it first '
                  f'with `python tools/convert_checkpoint.py {path} converted.pth` and test converted.pth')
+    expected = (model.module if is_model_wrapper(model) else model).state_dict()
+    problems = [f'{k!r} has shape {tuple(v.shape)} in the checkpoint but {tuple(expected[k].shape)} in the model'
+                for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
+    problems += [f'{k!r} is absent in the checkpoint' for k in expected if k not in state_dict]
+    problems += [f'{k!r} is in the checkpoint but not in the model' for k in state_dict if k not in expected]
+    if problems:
+        sys.exit(f'error: {path} does not fit the model of this config ({len(problems)} tensors differ; first: '
+                 f'{problems[0]}). Was it trained with another config or model size?')
 
 
 def main() -> None:
@@ -75,13 +86,13 @@ def main() -> None:
     require_data(cfg, ['test'])
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         sys.exit(f'error: checkpoint {args.checkpoint} does not exist')
-    if osp.isfile(args.checkpoint):
-        check_model_checkpoint(args.checkpoint)
     if args.show_dir:
         enable_visualization(cfg, osp.abspath(args.show_dir))
     if args.out:
         dump_results(cfg, args.out)
-    build_runner(cfg).test()
+    runner = build_runner(cfg)
+    check_model_checkpoint(args.checkpoint, runner.model)
+    runner.test()
     finish_distributed()
 
 
