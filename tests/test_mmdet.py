@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from conftest import ROOT
 from e2e import DET_TINY, free_port, run_tool, write_config
@@ -86,6 +87,29 @@ def test_retinanet_train_test_and_show(shapes, tmp_path):
     assert 'coco/bbox_mAP' in result.stdout + result.stderr
     assert (tmp_path / 'results.pkl').exists()
     assert glob.glob(str(tmp_path / 'show' / '**' / '*.jpg'), recursive=True)
+
+
+def test_a_converted_official_retinanet_tests_with_the_config(shapes, tmp_path, tmp_ckpt):
+    """The official PoolFormer RetinaNet files carry all four output norms (norm0 for a stride-4 output that their
+    FPN ignores); converted, they test with our config, which has no stride-4 output."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
+    from reference_impl import build_reference
+    config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
+                          DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
+    init_default_scope('mmdet')
+    detector = MODELS.build(Config.fromfile(config).model)
+    official = {'backbone.' + k: v for k, v in build_reference('poolformer_s12').state_dict().items()
+                if not k.startswith(('norm.', 'head.'))}
+    for index, dim in zip((0, 2, 4, 6), (64, 128, 320, 512)):
+        official[f'backbone.norm{index}.weight'], official[f'backbone.norm{index}.bias'] = torch.ones(dim), \
+            torch.zeros(dim)
+    official.update((k, v) for k, v in detector.state_dict().items() if not k.startswith('backbone.'))
+    converted = str(tmp_path / 'retina_mm.pth')
+    run_tool(['tools/convert_checkpoint.py', tmp_ckpt({'state_dict': official}, 'retina_official.pth'), converted])
+    result = run_tool(['tools/test.py', config, converted, '--work-dir', str(tmp_path / 'work')])
+    assert 'coco/bbox_mAP' in result.stdout + result.stderr
 
 
 def test_mask_rcnn_train_test(shapes, tmp_path):
