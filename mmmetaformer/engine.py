@@ -7,9 +7,9 @@ from contextlib import contextmanager
 from typing import Optional
 
 import torch
+from mmengine.dist import master_only
 from mmengine.logging import print_log
 from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
-from mmengine.dist import master_only
 from mmengine.optim import OptimWrapper
 from mmengine.runner import Runner
 
