@@ -7,6 +7,7 @@ import os.path as osp
 import re
 import subprocess
 import sys
+from typing import Tuple
 
 import pytest
 import torch
@@ -27,30 +28,25 @@ SEG_TINY = """
 data_root = '{root}'
 crop_size = (64, 64)
 model = dict(data_preprocessor=dict(size=crop_size), backbone=dict(init_cfg=None))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=(128, 64), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(128, 64), keep_ratio=True),
-    dict(type='ResizeToMultiple', size_divisor=32),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs')
-]
 train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
+                        dataset=dict(data_root=data_root, pipeline={train_pipeline}))
 val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
+                      dataset=dict(data_root=data_root, pipeline={test_pipeline}))
 test_dataloader = val_dataloader
 train_cfg = dict(max_iters=2, val_interval=2)
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
 """
+
+
+def tiny_pipelines() -> Tuple[list, list]:
+    """The published ADE20K pipelines, every step kept, with scales and crops for the generated images."""
+    from mmengine.config import Config
+    base = Config.fromfile(osp.join(ROOT, 'configs', 'mmseg', '_base_', 'ade20k.py')).to_dict()
+
+    def shrink(step: dict) -> dict:
+        sizes = dict(scale=(128, 64), crop_size=(64, 64))
+        return {key: sizes.get(key, value) for key, value in step.items()}
+    return [shrink(step) for step in base['train_pipeline']], [shrink(step) for step in base['test_pipeline']]
 
 
 @pytest.fixture(scope='module')
@@ -62,7 +58,9 @@ def ade(tmp_path_factory) -> str:
 
 def tiny_config(tmp_path, ade: str, model: str = 'poolformer_s12') -> str:
     """The published config of ``model`` on the tiny data set, written under ``tmp_path``."""
-    return write_config(tmp_path / f'{model}.py', f'mmseg/fpn_{model}_40k_ade20k.py', SEG_TINY.format(root=ade))
+    train_pipeline, test_pipeline = tiny_pipelines()
+    body = SEG_TINY.format(root=ade, train_pipeline=train_pipeline, test_pipeline=test_pipeline)
+    return write_config(tmp_path / f'{model}.py', f'mmseg/fpn_{model}_40k_ade20k.py', body)
 
 
 def build_segmentor(model: str):
