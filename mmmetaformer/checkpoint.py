@@ -18,7 +18,7 @@ The canonical form is a flat dict of ``backbone.<our backbone key>`` and ``head.
 """
 import re
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.logging import MMLogger
@@ -152,6 +152,24 @@ def to_canonical(state_dict: StateDict) -> Tuple[StateDict, list, str]:
     return converted, unused, layout
 
 
+def tensor_mismatches(found: StateDict, expected: StateDict, may_lack: Callable[[str], bool],
+                      may_add: Callable[[str], bool]) -> List[str]:
+    """How a checkpoint's tensors (``found``) differ from a model's (``expected``): first tensors of another shape,
+    then tensors only the checkpoint has (unless ``may_add(key)``), then tensors it lacks (unless ``may_lack(key)``).
+    """
+
+    def describe(key: str, found_shape, wanted_shape) -> str:
+        found_shape = tuple(found_shape) if found_shape is not None else 'absent'
+        wanted_shape = tuple(wanted_shape) if wanted_shape is not None else 'absent'
+        return f'tensor {key!r} has shape {found_shape} in the checkpoint but {wanted_shape} in the model'
+
+    mismatches = [describe(k, v.shape, expected[k].shape) for k, v in found.items()
+                  if k in expected and expected[k].shape != v.shape]
+    mismatches += [describe(k, v.shape, None) for k, v in found.items() if k not in expected and not may_add(k)]
+    mismatches += [describe(k, None, v.shape) for k, v in expected.items() if k not in found and not may_lack(k)]
+    return mismatches
+
+
 def select_compatible(state_dict: StateDict, module: nn.Module, what: str, strict: bool = True) -> StateDict:
     """The tensors of ``state_dict`` to load into ``module``.
 
@@ -161,24 +179,13 @@ def select_compatible(state_dict: StateDict, module: nn.Module, what: str, stric
     depend on ``out_indices`` and ``norm_outputs``, not on the architecture).
     """
     expected = module.state_dict()
-
-    def describe(key: str, found, wanted) -> str:
-        found = tuple(found) if found is not None else 'absent'
-        wanted = tuple(wanted) if wanted is not None else 'absent'
-        return f'tensor {key!r} has shape {found} in the checkpoint but {wanted} in the model'
-
-    mismatches = [describe(k, v.shape, expected[k].shape) for k, v in state_dict.items()
-                  if k in expected and expected[k].shape != v.shape]
-    if strict:
-        mismatches += [describe(k, v.shape, None) for k, v in state_dict.items()
-                       if k not in expected and not k.startswith('out_norms.')]
-        mismatches += [describe(k, None, v.shape) for k, v in expected.items()
-                       if k not in state_dict and not k.startswith('out_norms.')]
-        if mismatches:
-            raise ValueError(f'{what}: {mismatches[0]} ({type(module).__name__}); the checkpoint is for a different '
-                             f'architecture or size. Add strict=False to the init_cfg to load only the tensors '
-                             f'that match.')
-    elif mismatches:
+    optional = (lambda key: key.startswith('out_norms.')) if strict else (lambda key: True)
+    mismatches = tensor_mismatches(state_dict, expected, may_lack=optional, may_add=optional)
+    if strict and mismatches:
+        raise ValueError(f'{what}: {mismatches[0]} ({type(module).__name__}); the checkpoint is for a different '
+                         f'architecture or size. Add strict=False to the init_cfg to load only the tensors '
+                         f'that match.')
+    if mismatches:
         MMLogger.get_current_instance().warning(f'{what}: skipped tensors of another shape: {mismatches}')
     return OrderedDict((k, v) for k, v in state_dict.items() if k not in expected or expected[k].shape == v.shape)
 

@@ -57,7 +57,7 @@ def check_model_checkpoint(path: str, model: torch.nn.Module) -> None:
     an official or timm file, or a checkpoint of another size, would be tested with partly random weights."""
     from mmengine.model import is_model_wrapper
 
-    from mmmetaformer.checkpoint import detect_layout, read_checkpoint
+    from mmmetaformer.checkpoint import detect_layout, read_checkpoint, tensor_mismatches
     try:
         state_dict = read_checkpoint(path)
     except Exception as error:  # noqa: BLE001  (a missing file, a failed download, not a checkpoint)
@@ -70,12 +70,9 @@ def check_model_checkpoint(path: str, model: torch.nn.Module) -> None:
         sys.exit(f'error: {path} is a checkpoint in the {layout} layout, not one of this model: convert it first '
                  f'with `python tools/convert_checkpoint.py {path} converted.pth` and test converted.pth')
     expected = (model.module if is_model_wrapper(model) else model).state_dict()
-    problems = [f'{k!r} has shape {tuple(v.shape)} in the checkpoint but {tuple(expected[k].shape)} in the model'
-                for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
-    problems += [f'{k!r} is absent in the checkpoint' for k in expected if k not in state_dict]
     # Output norms of stages the model does not return (an official detector's norm0) change nothing it computes.
-    problems += [f'{k!r} is in the checkpoint but not in the model' for k in state_dict
-                 if k not in expected and '.out_norms.' not in f'.{k}']
+    problems = tensor_mismatches(state_dict, expected, may_lack=lambda key: False,
+                                 may_add=lambda key: '.out_norms.' in f'.{key}')
     if problems:
         sys.exit(f'error: {path} does not fit the model of this config ({len(problems)} tensors differ; first: '
                  f'{problems[0]}). Was it trained with another config or model size?')
