@@ -105,6 +105,15 @@ def set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
+def add_shared_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every tool that :func:`load_config` applies, besides ``config`` and ``--work-dir``."""
+    from mmengine.config import DictAction
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. model.backbone.init_cfg.checkpoint=/path.pth')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int)
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """The config of a tool run, with the options every tool shares (``config``, ``cfg_options``, ``launcher``,
     ``work_dir``, ``local_rank``) applied."""

@@ -4,9 +4,9 @@ import os.path as osp
 import sys
 
 import torch
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 
-from mmmetaformer.runtime import build_runner, finish_distributed, load_config, require_data
+from mmmetaformer.runtime import add_shared_options, build_runner, finish_distributed, load_config, require_data
 
 
 def parse_args() -> argparse.Namespace:
@@ -17,9 +17,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out', help='save the predictions: a .pkl file (mmdet, mmpretrain) or a folder of '
                         'prediction maps (mmseg)')
     parser.add_argument('--show-dir', help='write pictures of the predictions to this folder')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int)
+    add_shared_options(parser)
     return parser.parse_args()
 
 

@@ -2,9 +2,8 @@
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
-from mmmetaformer.runtime import build_runner, enable_amp, finish_distributed, load_config, require_data
+from mmmetaformer.runtime import (add_shared_options, build_runner, enable_amp, finish_distributed, load_config,
+                                  require_data)
 
 
 def parse_args() -> argparse.Namespace:
@@ -16,10 +15,7 @@ def parse_args() -> argparse.Namespace:
                         help='resume from PATH, or without PATH from the last checkpoint in the work dir')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the real total batch size over the config\'s base_batch_size')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. model.backbone.init_cfg.checkpoint=/path.pth')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int)
+    add_shared_options(parser)
     return parser.parse_args()
 
 
