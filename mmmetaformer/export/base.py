@@ -1,0 +1,35 @@
+"""The interface every export wrapper follows (see the package docstring for the whole convention)."""
+from typing import Dict, Tuple
+
+from torch import Tensor, nn
+
+INPUT_NAME = 'input'
+# Names of the input's dynamic axes under ``--dynamic``; outputs that follow the input use the same names.
+BATCH, HEIGHT, WIDTH = 'batch', 'height', 'width'
+
+
+class ExportModule(nn.Module):
+    """A whole mm model as one traceable graph: ``forward(input)`` takes the raw image batch (float32 (N, 3, H, W),
+    unnormalised, channel order as loaded) and returns a tuple of tensors named by ``output_names``.
+
+    Subclasses set ``output_names`` and ``output_axes`` (for each output, its axes that vary with the input under
+    ``--dynamic``, e.g. ``{'scores': {0: BATCH}}``) and ``dynamic_batch`` (False when the graph only handles N = 1).
+    """
+    output_names: Tuple[str, ...] = ()
+    output_axes: Dict[str, Dict[int, str]] = {}
+    dynamic_batch: bool = True
+
+    def forward(self, input: Tensor) -> Tuple[Tensor, ...]:  # noqa: A002  (the graph input's name)
+        raise NotImplementedError
+
+    def dynamic_axes(self, dynamic: bool) -> Dict[str, Dict[int, str]]:
+        """``torch.onnx.export``'s ``dynamic_axes``: empty for a fixed-size export, else the input's H and W (and N
+        when ``dynamic_batch``) and the outputs' axes that follow them."""
+        if not dynamic:
+            return {}
+        input_axes = {2: HEIGHT, 3: WIDTH}
+        if self.dynamic_batch:
+            input_axes[0] = BATCH
+        outputs = {name: {axis: label for axis, label in axes.items() if label != BATCH or self.dynamic_batch}
+                   for name, axes in self.output_axes.items()}
+        return {INPUT_NAME: input_axes, **{name: axes for name, axes in outputs.items() if axes}}
