@@ -2,6 +2,7 @@
 
     python tools/benchmark.py                       # CPU (and GPU when present), the four models timm also has
     python tools/benchmark.py --models caformer_s18 --batch-size 16 --threads 2 --device cpu
+    python tools/benchmark.py --onnx                # onnxruntime vs PyTorch: classifier, segmentor, detector
 
 Both sides compute the four stages of the same model (timm ``forward_features``, ours ``out_indices=(3,)`` without
 output norm), from the same random weights, in eval mode under ``torch.inference_mode`` (inference) or with a
@@ -92,7 +93,14 @@ def main() -> None:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--modes', nargs='+', choices=['inference', 'train'], default=['inference', 'train'])
     parser.add_argument('--amp', action='store_true', help='bf16 (CPU) / fp16 (GPU) autocast')
+    parser.add_argument('--onnx', action='store_true', help='instead: the exported ONNX graphs in onnxruntime '
+                        'against PyTorch on the CPU (a classifier, a segmentor, a detector; --threads, --iters, '
+                        '--warmup apply)')
     args = parser.parse_args()
+    if args.onnx:
+        from mmmetaformer.export.benchmark import print_onnx_comparison
+        print_onnx_comparison(args.threads, args.iters, args.warmup)
+        return
 
     torch.set_num_threads(args.threads)
     devices = ['cpu', 'cuda'] if args.device == 'all' else [args.device]

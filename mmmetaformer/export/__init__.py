@@ -50,16 +50,17 @@ def task_of(cfg) -> str:
 
 
 def build_export_model(model: nn.Module, cfg) -> ExportModule:
-    """The export wrapper of a built mm model (in eval mode), chosen by the config's ``default_scope``."""
+    """The export wrapper of a built mm model, chosen by the config's ``default_scope``; wrapper and model are put
+    in eval mode (the exporter restores the wrapper's mode afterwards, so a wrapper left in training mode would
+    leave the model in training mode)."""
     task = task_of(cfg)
     if task == 'mmpretrain':
-        from .classification import ClassifierExport
-        return ClassifierExport(model)
-    if task == 'mmseg':
-        from .segmentation import SegmentorExport
-        return SegmentorExport(model)
-    from .detection import build_detection_exporter
-    return build_detection_exporter(model)
+        from .classification import ClassifierExport as build
+    elif task == 'mmseg':
+        from .segmentation import SegmentorExport as build
+    else:
+        from .detection import build_detection_exporter as build
+    return build(model).eval()
 
 
 __all__ = ['BATCH', 'HEIGHT', 'INPUT_NAME', 'TASKS', 'WIDTH', 'ExportModule', 'GraphPreprocessor',
