@@ -6,7 +6,8 @@ import sys
 import torch
 from mmengine.config import Config, ConfigDict
 
-from mmmetaformer.runtime import add_shared_options, build_runner, finish_distributed, load_config, require_data
+from mmmetaformer.runtime import (add_shared_options, build_runner, enable_tta, finish_distributed, load_config,
+                                  require_data)
 
 
 def parse_args() -> argparse.Namespace:
@@ -17,6 +18,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out', help='save the predictions: a .pkl file (mmdet, mmpretrain) or a folder of '
                         'prediction maps (mmseg)')
     parser.add_argument('--show-dir', help='write pictures of the predictions to this folder')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation with the config\'s tta_pipeline '
+                        'and tta_model (mmseg configs: multi-scale 0.5-1.75 + horizontal flip)')
     add_shared_options(parser)
     return parser.parse_args()
 
@@ -53,7 +56,7 @@ def dump_results(cfg: Config, out: str) -> None:
 def check_model_checkpoint(path: str, model: torch.nn.Module) -> None:
     """The checkpoint must hold exactly the model's tensors. mmengine would load whatever matches and only warn, so
     an official or timm file, or a checkpoint of another size, would be tested with partly random weights."""
-    from mmengine.model import is_model_wrapper
+    from mmengine.model import BaseTTAModel, is_model_wrapper
 
     from mmmetaformer.checkpoint import detect_layout, read_checkpoint, tensor_mismatches
     try:
@@ -67,7 +70,9 @@ def check_model_checkpoint(path: str, model: torch.nn.Module) -> None:
     if layout not in (None, 'mmmetaformer'):
         sys.exit(f'error: {path} is a checkpoint in the {layout} layout, not one of this model: convert it first '
                  f'with `python tools/convert_checkpoint.py {path} converted.pth` and test converted.pth')
-    expected = (model.module if is_model_wrapper(model) else model).state_dict()
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    expected = model.state_dict()
     # Output norms of stages the model does not return (an official detector's norm0) change nothing it computes.
     problems = tensor_mismatches(state_dict, expected, may_lack=lambda key: False,
                                  may_add=lambda key: '.out_norms.' in f'.{key}')
@@ -87,6 +92,8 @@ def main() -> None:
         enable_visualization(cfg, osp.abspath(args.show_dir))
     if args.out:
         dump_results(cfg, args.out)
+    if args.tta:
+        enable_tta(cfg)
     runner = build_runner(cfg)
     check_model_checkpoint(args.checkpoint, runner.model)
     runner.test()
