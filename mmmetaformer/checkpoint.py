@@ -222,7 +222,7 @@ def check_model_checkpoint(path: str, model: nn.Module) -> StateDict:
     Output norms the model does not have (an official detector's ``norm0``) are accepted: they change nothing it
     computes. An unreadable file or URL raises as :func:`read_checkpoint` does.
     """
-    from mmengine.model import is_model_wrapper
+    from mmengine.model import BaseTTAModel, is_model_wrapper
     state_dict = read_checkpoint(path)
     try:
         layout = detect_layout(state_dict)
@@ -231,13 +231,43 @@ def check_model_checkpoint(path: str, model: nn.Module) -> StateDict:
     if layout not in (None, 'mmmetaformer'):
         raise ValueError(f'{path} is a checkpoint in the {layout} layout, not one of this model: convert it first '
                          f'with `python tools/convert_checkpoint.py {path} converted.pth` and use converted.pth')
-    expected = (model.module if is_model_wrapper(model) else model).state_dict()
-    problems = tensor_mismatches(state_dict, expected, may_lack=lambda key: False,
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    problems = tensor_mismatches(state_dict, model.state_dict(), may_lack=lambda key: False,
                                  may_add=lambda key: '.out_norms.' in f'.{key}')
     if problems:
         raise ValueError(f'{path} does not fit the model of this config ({len(problems)} tensors differ; first: '
                          f'{problems[0]}). Was it trained with another config or model size?')
     return state_dict
+
+
+# The official weights by name (``init_cfg=dict(type='Pretrained', checkpoint='in21k')``): name -> file suffix.
+# Every family has ImageNet-1K weights; ConvFormer and CAFormer also have 384-pixel fine-tunes, ImageNet-21K
+# pre-training (21841-class head) and 21K pre-training fine-tuned on 1K (official metaformer_baselines.py).
+NAMED_WEIGHTS = {'in1k': '', 'in1k_384': '_384', 'in21k': '_in21k', 'in21ft1k': '_in21ft1k',
+                 'in21ft1k_384': '_384_in21ft1k'}
+_IN1K_ONLY = ('poolformer', 'poolformerv2', 'identityformer', 'randformer')
+_ALL_WEIGHTS = ('convformer', 'caformer')
+
+
+def official_weights_url(family: str, arch: str, weights: str = 'in1k') -> str:
+    """The URL of the official ``weights`` (a name of :data:`NAMED_WEIGHTS`) of ``family`` (lower case, e.g.
+    ``'caformer'``) at size ``arch`` (e.g. ``'s18'``); a clear error for weights that were never published."""
+    from .models import FAMILIES
+    if weights not in NAMED_WEIGHTS:
+        raise ValueError(f'unknown official weights {weights!r}; the names are {", ".join(NAMED_WEIGHTS)}')
+    if family not in FAMILIES:
+        raise ValueError(f'no official weights for {family!r}: named weights exist for the published families '
+                         f'{", ".join(FAMILIES)} (give a checkpoint path or URL instead)')
+    if arch not in FAMILIES[family].arch_zoo:
+        raise ValueError(f'{family} has no arch {arch!r}; official weights exist for '
+                         f'{", ".join(FAMILIES[family].arch_zoo)}')
+    if weights != 'in1k' and family not in _ALL_WEIGHTS:
+        raise ValueError(f'{family}_{arch} has official ImageNet-1K weights only (\'in1k\'); {weights!r} weights '
+                         f'were published for {" and ".join(_ALL_WEIGHTS)}')
+    if family == 'poolformer':
+        return f'https://github.com/sail-sg/poolformer/releases/download/v1.0/poolformer_{arch}.pth.tar'
+    return f'https://huggingface.co/sail/dl/resolve/main/{family}/{family}_{arch}{NAMED_WEIGHTS[weights]}.pth'
 
 
 def load_pretrained(module: nn.Module, checkpoint: str, part: str = BACKBONE, prefix: Optional[str] = None,
@@ -292,10 +322,15 @@ class PretrainedFromAnyLayout:
     init_cfgs work as usual."""
     checkpoint_part = BACKBONE
 
+    def checkpoint_location(self, checkpoint: str) -> str:
+        """The file or URL to load for the init_cfg's ``checkpoint`` (modules with named weights override this)."""
+        return checkpoint
+
     def init_weights(self) -> None:
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            load_pretrained(self, cfg['checkpoint'], self.checkpoint_part, cfg.get('prefix'), cfg.get('strict', True))
+            load_pretrained(self, self.checkpoint_location(cfg['checkpoint']), self.checkpoint_part, cfg.get('prefix'),
+                            cfg.get('strict', True))
             self._is_init = True
         else:
             super().init_weights()

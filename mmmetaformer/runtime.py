@@ -127,6 +127,18 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def enable_tta(cfg: Config) -> None:
+    """``--tta``: test with the config's ``tta_pipeline`` and its ``tta_model`` wrapped around the model, as mm's own
+    test tools do (the mmseg configs: 6 scales x 2 flips, see configs/mmseg/_base_/ade20k.py)."""
+    missing = [key for key in ('tta_pipeline', 'tta_model') if not cfg.get(key)]
+    if missing:
+        sys.exit(f'error: --tta needs {" and ".join(missing)} in the config, which it does not define (every '
+                 f'configs/mmseg config has both); add them or test without --tta')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
 def finish_distributed() -> None:
     """End a distributed run cleanly: wait for every rank, then tear the process group down. A gloo group left to
     the interpreter's final destructors while another rank is already gone can abort the process ("terminate

@@ -1,5 +1,7 @@
 """Helpers of the end-to-end tests: derived configs on tiny generated data, and running the tools."""
 import os
+import os.path as osp
+import re
 import socket
 import subprocess
 import sys
@@ -60,3 +62,49 @@ train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
 param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5)]
 default_hooks = dict(logger=dict(interval=1))
 """
+
+
+# Segmentation: 64x64 crops, 2 iterations then validation; no pretrained weights (no network in the tests).
+SEG_TINY = """
+data_root = '{root}'
+crop_size = (64, 64)
+model = dict(data_preprocessor=dict(size=crop_size), backbone=dict(init_cfg=None))
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline={train_pipeline}))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline={test_pipeline}))
+test_dataloader = val_dataloader
+tta_pipeline = {tta_pipeline}
+train_cfg = dict(max_iters=2, val_interval=2)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
+"""
+
+
+def tiny_ade_pipelines() -> dict:
+    """The published ADE20K pipelines (train, test, tta), every step kept, with scales and crops made 16x smaller
+    in width and 8x in height (the test scale (2048, 512) becomes (128, 64)) for the generated images."""
+    from mmengine.config import Config
+    base = Config.fromfile(osp.join(ROOT, 'configs', 'mmseg', '_base_', 'ade20k.py')).to_dict()
+
+    def shrink(item):
+        if isinstance(item, list):
+            return [shrink(x) for x in item]
+        if not isinstance(item, dict):
+            return item
+        item = {key: shrink(value) for key, value in item.items()}
+        if 'scale' in item:
+            item['scale'] = (item['scale'][0] // 16, item['scale'][1] // 8)
+        if 'crop_size' in item:
+            item['crop_size'] = (64, 64)
+        return item
+    return {name: shrink(base[name]) for name in ('train_pipeline', 'test_pipeline', 'tta_pipeline')}
+
+
+def tiny_seg_config(tmp_path, ade: str, config: str) -> str:
+    """The mmseg config ``config`` (e.g. 'fpn_poolformer_s12_40k_ade20k') on the tiny data set at ``ade``."""
+    body = SEG_TINY.format(root=ade, **tiny_ade_pipelines())
+    return write_config(tmp_path / f'{config}.py', f'mmseg/{config}.py', body)
+
+
+def assert_miou_printed(result: subprocess.CompletedProcess) -> None:
+    assert re.search(r'Iter\(test\).*mIoU: \d+\.\d+', result.stdout + result.stderr)

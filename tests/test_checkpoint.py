@@ -266,3 +266,51 @@ def test_test_tool_refuses_checkpoints_that_do_not_fit_the_model(tmp_ckpt, tmp_p
     assert result.returncode != 0
     for text in expected:
         assert text in result.stderr, result.stderr[-3000:]
+
+
+def test_named_weights_are_the_official_urls_of_the_family_and_arch():
+    from mmmetaformer.checkpoint import official_weights_url
+    hf = 'https://huggingface.co/sail/dl/resolve/main'
+    assert official_weights_url('caformer', 's18', 'in21k') == f'{hf}/caformer/caformer_s18_in21k.pth'
+    assert official_weights_url('convformer', 'b36', 'in21ft1k') == f'{hf}/convformer/convformer_b36_in21ft1k.pth'
+    assert official_weights_url('caformer', 'm36', 'in21ft1k_384') == f'{hf}/caformer/caformer_m36_384_in21ft1k.pth'
+    assert official_weights_url('convformer', 's36', 'in1k_384') == f'{hf}/convformer/convformer_s36_384.pth'
+    assert official_weights_url('identityformer', 'm48') == f'{hf}/identityformer/identityformer_m48.pth'
+    assert official_weights_url('poolformer', 's24') == \
+        'https://github.com/sail-sg/poolformer/releases/download/v1.0/poolformer_s24.pth.tar'
+    with torch.device('meta'):
+        backbone = mmf.ConvFormer('s36')
+    assert backbone.checkpoint_location('in21k') == f'{hf}/convformer/convformer_s36_in21k.pth'
+    assert backbone.checkpoint_location('/data/w.pth') == '/data/w.pth'
+    with pytest.raises(ValueError, match="unknown official weights 'in22k'"):
+        official_weights_url('caformer', 's18', 'in22k')
+    with pytest.raises(ValueError, match="caformer has no arch 's12'"):
+        official_weights_url('caformer', 's12', 'in1k')
+    # Unpublished weights fail when the model is built, not when training starts.
+    with pytest.raises(ValueError, match=r"poolformerv2_s12 has official ImageNet-1K weights only .*'in21k'"), \
+            torch.device('meta'):
+        mmf.PoolFormerV2('s12', init_cfg=dict(type='Pretrained', checkpoint='in21k'))
+    with pytest.raises(ValueError, match='built from an arch dict'), torch.device('meta'):
+        mmf.CAFormer(dict(mmf.CAFormer.arch_zoo['s18']), init_cfg=dict(type='Pretrained', checkpoint='in21k'))
+
+
+@pytest.mark.parametrize('config, weights, classes', [('mmseg/upernet_caformer_s18_160k_ade20k.py', 'in21k', 21841),
+                                                      ('mmdet/mask_rcnn_caformer_s18_1x.py', 'in21ft1k', 1000)])
+def test_in21k_switch_of_a_config_loads_the_official_file(config, weights, classes, tmp_ckpt, monkeypatch):
+    """`--cfg-options model.backbone.init_cfg.checkpoint=in21k` on a config: the backbone reads the official file of
+    its family and arch (made here in the official layout, with the in21k head of 21841 classes) through the layout
+    detection, and gets the reference's stage outputs."""
+    from mmengine.config import Config
+
+    from mmmetaformer import checkpoint
+    reference = build_reference('caformer_s18', num_classes=classes)
+    path = tmp_ckpt(reference.state_dict())
+    url = f'https://huggingface.co/sail/dl/resolve/main/caformer/caformer_s18_{weights}.pth'
+    read = checkpoint.read_checkpoint
+    monkeypatch.setattr(checkpoint, 'read_checkpoint',
+                        lambda location, setting=None: read(path) if location == url else pytest.fail(location))
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', config))
+    cfg.merge_from_dict({'model.backbone.init_cfg.checkpoint': weights, 'model.backbone.norm_outputs': False})
+    backbone = mmf.MODELS.build(cfg.model.backbone)
+    backbone.init_weights()
+    assert_same_features(backbone.eval(), reference.stage_outputs, (64, 96))

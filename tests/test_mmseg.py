@@ -7,14 +7,13 @@ import os.path as osp
 import re
 import subprocess
 import sys
-from typing import Tuple
 
 import pytest
 import torch
 from PIL import Image
 
 from conftest import ROOT
-from e2e import free_port, run_tool, write_config
+from e2e import assert_miou_printed, free_port, run_tool, tiny_seg_config
 
 mmseg = pytest.importorskip('mmseg')
 
@@ -22,32 +21,6 @@ MMSEG_TOOLS = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')  # mmseg's 
 IMAGE_SIZE = (96, 128)  # (height, width) of the generated images
 POOLFORMER_SIZES = [('s12', 15.7), ('s24', 25.1), ('s36', 34.6), ('m36', 59.8), ('m48', 77.1)]
 OTHER_FAMILIES = ['poolformerv2_s12', 'identityformer_s12', 'randformer_s12', 'convformer_s18', 'caformer_s18']
-
-# 64x64 crops, 2 iterations then validation; no pretrained weights (no network in the tests).
-SEG_TINY = """
-data_root = '{root}'
-crop_size = (64, 64)
-model = dict(data_preprocessor=dict(size=crop_size), backbone=dict(init_cfg=None))
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, pipeline={train_pipeline}))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, pipeline={test_pipeline}))
-test_dataloader = val_dataloader
-train_cfg = dict(max_iters=2, val_interval=2)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
-"""
-
-
-def tiny_pipelines() -> Tuple[list, list]:
-    """The published ADE20K pipelines, every step kept, with scales and crops for the generated images."""
-    from mmengine.config import Config
-    base = Config.fromfile(osp.join(ROOT, 'configs', 'mmseg', '_base_', 'ade20k.py')).to_dict()
-
-    def shrink(step: dict) -> dict:
-        sizes = dict(scale=(128, 64), crop_size=(64, 64))
-        return {key: sizes.get(key, value) for key, value in step.items()}
-    return [shrink(step) for step in base['train_pipeline']], [shrink(step) for step in base['test_pipeline']]
-
 
 @pytest.fixture(scope='module')
 def ade(tmp_path_factory) -> str:
@@ -57,10 +30,8 @@ def ade(tmp_path_factory) -> str:
 
 
 def tiny_config(tmp_path, ade: str, model: str = 'poolformer_s12') -> str:
-    """The published config of ``model`` on the tiny data set, written under ``tmp_path``."""
-    train_pipeline, test_pipeline = tiny_pipelines()
-    body = SEG_TINY.format(root=ade, train_pipeline=train_pipeline, test_pipeline=test_pipeline)
-    return write_config(tmp_path / f'{model}.py', f'mmseg/fpn_{model}_40k_ade20k.py', body)
+    """The published Semantic FPN config of ``model`` on the tiny data set, written under ``tmp_path``."""
+    return tiny_seg_config(tmp_path, ade, f'fpn_{model}_40k_ade20k')
 
 
 def build_segmentor(model: str):
@@ -87,10 +58,6 @@ def assert_overlays(show_dir) -> None:
     assert len(pictures) == 2, pictures
     height, width = IMAGE_SIZE
     assert all(Image.open(p).size == (2 * width, height) for p in pictures)
-
-
-def assert_miou_printed(result: subprocess.CompletedProcess) -> None:
-    assert re.search(r'Iter\(test\).*mIoU: \d+\.\d+', result.stdout + result.stderr)
 
 
 @pytest.mark.parametrize('arch, params', POOLFORMER_SIZES)

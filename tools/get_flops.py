@@ -1,19 +1,22 @@
-"""Parameters and MACs at 224x224 of every published variant, beside the published numbers.
+"""Parameters and MACs of any config's model, or of every published classifier beside the published numbers.
 
-    python tools/get_flops.py                  # all 28 classifiers from configs/mmpretrain
-    python tools/get_flops.py --models caformer_s18 --size 384
+    python tools/get_flops.py CONFIG                   # at the library's published size: 512x2048 (mmseg),
+                                                       # H=800 W=1333 (mmdet), 224x224 (mmpretrain)
+    python tools/get_flops.py CONFIG --shape 512 512   # height width (one number: a square)
+    python tools/get_flops.py                          # all 28 classifiers from configs/mmpretrain, beside the papers
+    python tools/get_flops.py --models caformer_s18 --shape 384
 
-Each model is built from its mmpretrain config (backbone and official head). Parameters include RandFormer's frozen
-random matrices, as the published counts do. MACs are counted by ``torch.utils.flop_counter`` (convolutions,
-matrix products, attention); element-wise work (norms, pooling, activations) is not counted, as in the papers.
-Attention runs on PyTorch's math backend while counting: the counter has no formula for the fused CPU kernel.
+Parameters include frozen ones (RandFormer's random matrices), as the published counts do. MACs are counted by
+``torch.utils.flop_counter`` on ``forward(mode='tensor')`` of one image (see :mod:`mmmetaformer.analysis`):
+convolutions, matrix products and attention; element-wise work (norms, pooling, activations) is not counted, as in
+the papers.
 """
 import argparse
 import os.path as osp
 
-import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
+from mmengine.config import Config
+
+from mmmetaformer.analysis import build_model_from_config, count_params_and_macs, input_shape
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # name: (params in M, including RandFormer's frozen matrices; MACs in G), from the papers and official code.
@@ -38,40 +41,39 @@ PUBLISHED_MACS_384 = {
 }
 
 
-def build_classifier(name: str) -> torch.nn.Module:
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmpretrain.registry import MODELS
-    import mmmetaformer.integrations.mmpretrain  # noqa: F401  (registers the head)
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mmpretrain', f'{name}_in1k.py'))
-    init_default_scope('mmpretrain')
-    cfg.model.backbone.pop('init_cfg', None)
-    return MODELS.build(cfg.model).eval()
-
-
-def count(name: str, size: int):
-    model = build_classifier(name)
-    params = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
-        model(torch.randn(1, 3, size, size), mode='tensor')
-    return params, trainable, counter.get_total_flops() / 2
+def print_published_table(names, size: int) -> None:
+    print(f"{'model':<20}{'params (M)':>11}{'trainable':>11}{'published':>11}{'MACs (G)':>10}{'published':>11}")
+    for name in names:
+        config = osp.join(ROOT, 'configs', 'mmpretrain', f'{name}_in1k.py')
+        params, macs = count_params_and_macs(config, size)
+        trainable = sum(p.numel() for p in build_model_from_config(config, 'meta').parameters() if p.requires_grad)
+        published_params, published_macs = PUBLISHED.get(name, (float('nan'), '-'))
+        if size != 224:
+            published_macs = PUBLISHED_MACS_384.get(name, '-') if size == 384 else '-'
+        print(f'{name:<20}{params / 1e6:>11.2f}{trainable / 1e6:>11.2f}{published_params:>11.2f}'
+              f'{macs / 1e9:>10.2f}{published_macs:>11}', flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--models', nargs='+', default=list(PUBLISHED))
-    parser.add_argument('--size', type=int, default=224)
+    parser.add_argument('config', nargs='?', help='an mmdet, mmseg or mmpretrain config (without: the table of the '
+                        '28 published classifiers)')
+    parser.add_argument('--shape', '--size', type=int, nargs='+', metavar='SIZE',
+                        help='input height and width, or one size for a square')
+    parser.add_argument('--models', nargs='+', default=list(PUBLISHED), help='without a config: the classifiers')
     args = parser.parse_args()
-    print(f"{'model':<20}{'params (M)':>11}{'trainable':>11}{'published':>11}{'MACs (G)':>10}{'published':>11}")
-    for name in args.models:
-        params, trainable, macs = count(name, args.size)
-        published_params, published_macs = PUBLISHED.get(name, (float('nan'), '-'))
-        if args.size != 224:
-            published_macs = PUBLISHED_MACS_384.get(name, '-') if args.size == 384 else '-'
-        print(f'{name:<20}{params / 1e6:>11.2f}{trainable / 1e6:>11.2f}{published_params:>11.2f}'
-              f'{macs / 1e9:>10.2f}{published_macs:>11}', flush=True)
+    if args.shape is not None and len(args.shape) > 2:
+        parser.error(f'--shape takes one size or height and width, got {args.shape}')
+    if args.config is None:
+        if args.shape is not None and len(set(args.shape)) != 1:
+            parser.error('the classifier table takes a square input: --shape SIZE')
+        print_published_table(args.models, args.shape[0] if args.shape else 224)
+        return
+    cfg = Config.fromfile(args.config)
+    shape = input_shape(cfg, args.shape)
+    params, macs = count_params_and_macs(cfg, shape)
+    print(f'{args.config}\ninput shape: {shape[0]}x{shape[1]} (height x width)\n'
+          f'params: {params / 1e6:.2f} M ({params})\nMACs: {macs / 1e9:.2f} G ({macs})')
 
 
 if __name__ == '__main__':

@@ -6,7 +6,8 @@ import sys
 from mmengine.config import Config, ConfigDict
 
 from mmmetaformer.checkpoint import check_model_checkpoint
-from mmmetaformer.runtime import add_shared_options, build_runner, finish_distributed, load_config, require_data
+from mmmetaformer.runtime import (add_shared_options, build_runner, enable_tta, finish_distributed, load_config,
+                                  require_data)
 
 
 def parse_args() -> argparse.Namespace:
@@ -17,6 +18,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out', help='save the predictions: a .pkl file (mmdet, mmpretrain) or a folder of '
                         'prediction maps (mmseg)')
     parser.add_argument('--show-dir', help='write pictures of the predictions to this folder')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation with the config\'s tta_pipeline '
+                        'and tta_model (mmseg configs: multi-scale 0.5-1.75 + horizontal flip)')
     add_shared_options(parser)
     return parser.parse_args()
 
@@ -61,6 +64,8 @@ def main() -> None:
         enable_visualization(cfg, osp.abspath(args.show_dir))
     if args.out:
         dump_results(cfg, args.out)
+    if args.tta:
+        enable_tta(cfg)
     runner = build_runner(cfg)
     try:
         check_model_checkpoint(args.checkpoint, runner.model)

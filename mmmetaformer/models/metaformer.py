@@ -8,7 +8,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..checkpoint import PretrainedFromAnyLayout
+from ..checkpoint import NAMED_WEIGHTS, PretrainedFromAnyLayout, official_weights_url
 from ..registry import MODELS, build_module
 from .layers import DropPath, Mlp, Scale, build_norm
 
@@ -125,7 +125,9 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
         drop_path_rate: stochastic depth, rising linearly from 0 over all blocks.
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint=PATH_OR_URL)``; every known checkpoint layout is
             detected and converted (see :mod:`mmmetaformer.checkpoint`). A checkpoint of another architecture is an
-            error unless ``strict=False`` is added (then only the matching tensors load).
+            error unless ``strict=False`` is added (then only the matching tensors load). A published family at a
+            published arch also takes its official weights by name: ``checkpoint='in1k'``, and for ConvFormer and
+            CAFormer ``'in1k_384'``, ``'in21k'``, ``'in21ft1k'``, ``'in21ft1k_384'`` (see ``NAMED_WEIGHTS``).
     """
     arch_zoo: Dict[str, dict] = {}
     ARCH_KEYS = ('depths', 'dims', 'token_mixers', 'norm_cfg', 'mlp_cfg', 'stem_norm_cfg', 'downsample_norm_cfg',
@@ -142,7 +144,10 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
                  drop_path_rate: float = 0.0,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.arch_name = arch.lower() if isinstance(arch, str) else None
         arch = self._resolve_arch(arch)
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            self.checkpoint_location(init_cfg['checkpoint'])  # unpublished named weights fail here, not at init
         depths, dims = list(arch['depths']), list(arch['dims'])
         if len(depths) != NUM_STAGES or len(dims) != NUM_STAGES:
             raise ValueError(f'arch needs {NUM_STAGES} depths and dims, got depths={depths}, dims={dims}')
@@ -203,6 +208,16 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
             raise ValueError(f'{cls.__name__} arch dict: missing keys {sorted(missing)}, unknown keys '
                              f'{sorted(unknown)}; allowed keys: {cls.ARCH_KEYS}')
         return arch
+
+    def checkpoint_location(self, checkpoint: str) -> str:
+        """Named official weights (``'in1k'``, ``'in21k'``, ...) resolve to the URL of this family and arch."""
+        if checkpoint not in NAMED_WEIGHTS:
+            return checkpoint
+        if self.arch_name is None:
+            raise ValueError(f'init_cfg checkpoint={checkpoint!r} names official weights, which exist only for the '
+                             f'published archs ({type(self).__name__} was built from an arch dict): give a '
+                             f'checkpoint path or URL instead')
+        return official_weights_url(type(self).__name__.lower(), self.arch_name, checkpoint)
 
     def _init_fresh_weights(self) -> None:
         """The official initialization: truncated normal (std 0.02) for conv/linear weights, zero biases."""

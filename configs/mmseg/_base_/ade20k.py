@@ -17,6 +17,23 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs')
 ]
+# Multi-scale + flip testing (`tools/test.py --tta`), as in mmseg 0.x's MultiScaleFlipAug: the test resize at 0.5 to
+# 1.75 times (2048, 512), each with and without horizontal flip; SegTTAModel (default_runtime.py) averages the 12
+# softmax maps at the original image size.
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=(int(2048 * r), int(512 * r)), keep_ratio=True) for r in img_ratios],
+            [dict(type='ResizeToMultiple', size_divisor=32)],
+            [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
+             dict(type='RandomFlip', prob=1.0, direction='horizontal')],
+            [dict(type='LoadAnnotations', reduce_zero_label=True)],
+            [dict(type='PackSegInputs')],
+        ])
+]
 train_dataloader = dict(
     batch_size=4,
     num_workers=4,
