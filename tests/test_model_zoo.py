@@ -109,17 +109,25 @@ def test_importing_mmmetaformer_leaves_mmpretrain_alone_and_registers_it_when_it
         assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_get_model_by_name_with_official_weights_from_a_path(tmp_ckpt):
+def test_get_model_by_name_with_official_weights_from_a_path_or_the_url(tmp_ckpt):
     mmpretrain = pytest.importorskip('mmpretrain')
+    from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
     reference = build_reference('caformer_s18').eval()
     path = tmp_ckpt(reference.state_dict(), 'caformer_s18.pth')  # the official file, unconverted
     model = mmpretrain.get_model('caformer_s18_in1k', pretrained=path)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert rel_err(model(x, mode='tensor'), reference(x)) < 1e-4
-    inferencer = mmpretrain.ImageClassificationInferencer('caformer_s18_in1k', pretrained=path)
+    # pretrained=True: the metafile's official URL, downloaded (here: served by a stand-in) and converted
+    url = 'https://huggingface.co/sail/dl/resolve/main/caformer/caformer_s18.pth'
+    with mock.patch('mmengine.runner.checkpoint.load_from_http', return_value=reference.state_dict()) as download:
+        inferencer = mmpretrain.ImageClassificationInferencer('caformer_s18_in1k', pretrained=True)
+    assert download.call_args.args[0] == url
+    with torch.no_grad():
+        assert rel_err(inferencer.model(x, mode='tensor'), reference(x)) < 1e-4
     image = (torch.rand(64, 80, 3) * 255).to(torch.uint8).numpy()
     result = inferencer(image)[0]
+    assert result['pred_class'] in IMAGENET_CATEGORIES  # the class names come with the official weights
     assert len(result['pred_scores']) == 1000 and 0 <= result['pred_label'] < 1000
 
 
