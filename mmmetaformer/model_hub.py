@@ -93,7 +93,7 @@ class _RunAfterImport(importlib.abc.MetaPathFinder):
 
 def register_when_mmpretrain_loads() -> None:
     """Register our classifiers now if mmpretrain's hub is imported, else as soon as it is."""
-    if HUB_MODULE in sys.modules:
+    if sys.modules.get(HUB_MODULE) is not None:  # None: an import blocked on purpose
         register_classifiers()
     elif not any(isinstance(finder, _RunAfterImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _RunAfterImport(HUB_MODULE, register_classifiers))
