@@ -7,6 +7,10 @@ check_stack()
 
 from .models import *  # noqa: E402,F401,F403  (registers everything in the ``mmmetaformer`` scope)
 from .models import __all__ as _models_all  # noqa: E402
+from .model_hub import register_when_mmpretrain_loads  # noqa: E402
+from .package_files import config_file  # noqa: E402
 from .registry import MODELS  # noqa: E402
 
-__all__ = ['__version__', 'MODELS'] + _models_all
+register_when_mmpretrain_loads()  # our classifiers by name in mmpretrain.list_models() / get_model()
+
+__all__ = ['__version__', 'MODELS', 'config_file'] + _models_all

@@ -20,7 +20,6 @@ import re
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
-import torch
 from mmengine.logging import MMLogger
 from torch import Tensor, nn
 
@@ -295,25 +294,6 @@ def load_pretrained(module: nn.Module, checkpoint: str, part: str = BACKBONE, pr
                    f'{" (the fresh output norms of dense prediction)" if fresh else ""}: {missing}')
     if result.unexpected_keys or unused:
         logger.info(f'{name}: unused checkpoint keys: {list(result.unexpected_keys) + unused}')
-
-
-def identify_arch(canonical: StateDict) -> List[Tuple[str, str]]:
-    """Every (family, arch) of the registered zoo whose backbone has exactly these tensor names and shapes.
-
-    Parameter-free mixers make families indistinguishable by their tensors: PoolFormerV2 and IdentityFormer of
-    the same size both match.
-    """
-    from .models import FAMILIES
-    found = {k[len(BACKBONE):]: tuple(v.shape) for k, v in canonical.items()
-             if k.startswith(BACKBONE) and not k.startswith(BACKBONE + 'out_norms.')}
-    matches = []
-    for family in FAMILIES.values():
-        for arch in family.arch_zoo:
-            with torch.device('meta'):
-                model = family(arch=arch, norm_outputs=False)
-            if {k: tuple(v.shape) for k, v in model.state_dict().items()} == found:
-                matches.append((family.__name__, arch))
-    return matches
 
 
 class PretrainedFromAnyLayout:

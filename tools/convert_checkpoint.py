@@ -15,7 +15,8 @@ import sys
 
 import torch
 
-from mmmetaformer.checkpoint import identify_arch, read_checkpoint, to_canonical
+from mmmetaformer.checkpoint import read_checkpoint, to_canonical
+from mmmetaformer.models import identify_arch
 
 
 def main() -> None:

@@ -1,10 +1,13 @@
-"""mmpretrain classifier head reproducing the official MetaFormer heads (needs mmpretrain)."""
+"""mmpretrain pieces (needs mmpretrain): the official MetaFormer classifier heads, and the classifier that loads
+every MetaFormer checkpoint layout."""
 from typing import Optional, Tuple
 
+from mmengine.logging import MMLogger
+from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.models.heads import ClsHead
 from torch import Tensor, nn
 
-from ..checkpoint import HEAD, PretrainedFromAnyLayout
+from ..checkpoint import HEAD, PretrainedFromAnyLayout, detect_layout, to_canonical
 from ..models.layers import MlpHead
 from ..registry import MODELS
 
@@ -44,3 +47,27 @@ class MetaFormerClsHead(PretrainedFromAnyLayout, ClsHead):
 
     def forward(self, feats: Tuple[Tensor]) -> Tensor:
         return self.fc(self.pre_logits(feats))
+
+
+@MODELS.register_module()
+class MetaFormerClassifier(ImageClassifier):
+    """mmpretrain's ``ImageClassifier`` that loads a whole-classifier checkpoint in any known MetaFormer layout
+    (official sail-sg, timm, mmpretrain PoolFormer, ours): ``load_from``, ``mmpretrain.get_model(name,
+    pretrained=...)`` and the inferencers take the official files as they are."""
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # The parent module sees the whole state dict first and its children get their parts from the same dict
+        # afterwards (torch and mmengine), so converting the keys here serves the backbone and the head.
+        own = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+        try:
+            layout = detect_layout(own)
+        except ValueError:  # not a MetaFormer checkpoint: leave it to the usual missing/unexpected key report
+            layout = None
+        if layout not in (None, 'mmmetaformer'):
+            canonical, unused, layout = to_canonical(own)
+            for key in own:
+                del state_dict[prefix + key]
+            state_dict.update((prefix + key, value) for key, value in canonical.items())
+            MMLogger.get_current_instance().info(
+                f'{type(self).__name__}: converted a {layout} checkpoint; unused keys: {unused}')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

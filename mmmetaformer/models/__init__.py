@@ -7,10 +7,7 @@ from .poolformer import PoolFormer
 from .poolformerv2 import PoolFormerV2
 from .randformer import RandFormer
 from .token_mixers import Attention, IdentityMixer, Pooling, RandomMixing, SepConv
-
-# The published families by their lower-case names (as in 'caformer_s18').
-FAMILIES = {cls.__name__.lower(): cls for cls in (PoolFormer, PoolFormerV2, IdentityFormer, RandFormer, ConvFormer,
-                                                 CAFormer)}
+from .zoo import FAMILIES, identify_arch
 
 __all__ = [
     'FAMILIES', 'MetaFormer', 'PoolFormer', 'PoolFormerV2', 'IdentityFormer', 'RandFormer', 'ConvFormer', 'CAFormer',

@@ -1,9 +1,10 @@
 # ImageNet-1K classifier: a MetaFormer backbone returning its last stage without output norm, and the official
-# head (MetaFormerClsHead). Label smoothing 0.1, mixup 0.8, cutmix 1.0.
+# head (MetaFormerClsHead), in MetaFormerClassifier (mmpretrain's ImageClassifier that also loads the official
+# checkpoint layouts). Label smoothing 0.1, mixup 0.8, cutmix 1.0.
 _base_ = ['./imagenet_224.py', './schedule_300e.py', './default_runtime.py']
 
 model = dict(
-    type='ImageClassifier',
+    type='mmmetaformer.MetaFormerClassifier',
     backbone=dict(type='mmmetaformer.PoolFormerV2', arch='s12', out_indices=(3, ), norm_outputs=False,
                   drop_path_rate=0.1),
     neck=None,
