@@ -42,6 +42,9 @@ def main() -> None:
     args = parse_args()
     if args.image and not args.verify:
         sys.exit('error: --image is the input of --verify; add --verify')
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmengine', log_level='WARNING')  # no build and checkpoint-loading info lines
+
     from mmmetaformer.export.exporter import DEFAULT_OPSET, ExportError, default_input_shape, export_onnx, prepare
     try:
         cfg, model, wrapper = prepare(args.config, args.checkpoint, args.cfg_options)
