@@ -94,12 +94,16 @@ def default_input_shape(cfg) -> Tuple[int, int]:
     return DEFAULT_SHAPES[task]
 
 
-def fixed_size_modules(model: nn.Module) -> Dict[str, str]:
-    """Modules whose computation is built for one input size in Python, so a graph traced at one size is wrong at
-    any other: {module name: why}."""
+def fixed_size_reasons(wrapper: ExportModule) -> Dict[str, str]:
+    """Why a graph traced from ``wrapper`` would hold only for the traced input size: {where: why}. Modules that
+    compute size-specific values in Python (RandFormer's resampled mixing matrices) and the wrapper's own reason
+    (sliding-window inference)."""
     from ..models import RandomMixing
-    return {name: 'RandFormer resamples its random mixing matrix for each token grid'
-            for name, module in model.named_modules() if isinstance(module, RandomMixing)}
+    reasons = {name: 'RandFormer resamples its random mixing matrix for each token grid'
+               for name, module in wrapper.named_modules() if isinstance(module, RandomMixing)}
+    if wrapper.fixed_size_reason:
+        reasons[type(wrapper).__name__] = wrapper.fixed_size_reason
+    return reasons
 
 
 def example_input(shape: Tuple[int, int], batch_size: int = 1, seed: int = 0) -> torch.Tensor:
@@ -201,12 +205,12 @@ def export_onnx(wrapper: ExportModule, out: str, shape: Tuple[int, int], dynamic
     dynamic exports at two sizes).
     """
     if dynamic:
-        fixed = fixed_size_modules(wrapper)
+        fixed = fixed_size_reasons(wrapper)
         if fixed:
-            name, why = next(iter(fixed.items()))
-            raise ExportError(f'{config} cannot be exported with --dynamic: {why} (module {name}), so a graph '
-                              f'traced at one input size gives wrong results at any other. Export at a fixed size '
-                              f'instead (--shape H W, one file per input size).')
+            where, why = next(iter(fixed.items()))
+            raise ExportError(f'{config} cannot be exported with --dynamic: {why} ({where}), so a graph traced at '
+                              f'one input size gives wrong results at any other. Export at a fixed size instead '
+                              f'(--shape H W, one file per input size).')
     import onnx
     wrapper.eval()
     x = example_input(shape)
