@@ -74,6 +74,9 @@ def print_onnx_comparison(threads: int = 2, iters: int = 10, warmup: int = 2,
                           models: List[Tuple[str, str, Tuple[int, int]]] = DEFAULT_MODELS) -> None:
     """Print the comparison for each (label, config, shape) of ``models``."""
     import onnxruntime as ort
+
+    from .exporter import quiet_mm_logs
+    quiet_mm_logs()
     print(f'torch {torch.__version__}, onnxruntime {ort.__version__}, {threads} CPU threads, batch 1, '
           f'random weights; ms per image (median of {iters})')
     print(f"{'model':<30}{'input':>10}{'PyTorch ms':>12}{'ORT ms':>10}{'ORT speed-up':>14}")

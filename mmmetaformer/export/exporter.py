@@ -31,6 +31,13 @@ class ExportError(RuntimeError):
     """The model cannot be exported as asked; the message names the config and, where known, the module."""
 
 
+def quiet_mm_logs() -> None:
+    """Only warnings and errors from mmengine's logger (no info lines on building models and loading weights);
+    call before anything creates the logger."""
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmengine', log_level='WARNING')
+
+
 def build_model(cfg) -> nn.Module:
     """The config's model in eval mode on the CPU, SyncBN reverted to BatchNorm, weights not initialised (no
     download of the ``init_cfg`` checkpoint: the exported weights come from the checkpoint given)."""
