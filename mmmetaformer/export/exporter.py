@@ -61,7 +61,8 @@ def load_weights(model: nn.Module, checkpoint: str) -> None:
     model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=True)
 
 
-def _test_pipeline(cfg) -> list:
+def config_test_pipeline(cfg) -> list:
+    """The steps of the config's test (else validation) dataset pipeline."""
     from ..runtime import _datasets
     loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
     for dataset in _datasets(loader.get('dataset') if loader else None):
@@ -74,7 +75,7 @@ def fixed_input_shape(cfg) -> Optional[Tuple[int, int]]:
     """The (H, W) every image has after the config's test pipeline, if the pipeline fixes one (a centre crop or a
     resize without keeping the ratio), else None."""
     shape = None
-    for step in _test_pipeline(cfg):
+    for step in config_test_pipeline(cfg):
         kind = str(step.get('type', '')).split('.')[-1]
         size = None
         if kind == 'CenterCrop':
