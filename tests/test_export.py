@@ -152,6 +152,18 @@ def test_upernet_with_pyramid_pooling_and_test_padding_dynamic(tmp_path):
     assert wrapper.preprocess.pads
 
 
+def test_sliding_window_segmentor_at_a_fixed_size(tmp_path):
+    """test_cfg.mode='slide': two overlapping 64x64 windows over 64x96, averaged as mmseg does; --dynamic is
+    refused (the windows are placed for one size)."""
+    from mmmetaformer.export import build_export_model
+    from mmmetaformer.export.exporter import ExportError, build_model, export_onnx
+    cfg = load_cfg('mmseg/fpn_poolformer_s12_40k_ade20k.py', {
+        'model.backbone.init_cfg': None, 'model.test_cfg': dict(mode='slide', crop_size=(64, 64), stride=(32, 32))})
+    with pytest.raises(ExportError, match='--dynamic: sliding-window inference'):
+        export_onnx(build_export_model(build_model(cfg), cfg), str(tmp_path / 'refused.onnx'), SMALL, dynamic=True)
+    export_and_verify(cfg, tmp_path, (64, 96), dynamic=False)
+
+
 def test_export_failure_names_the_module_and_the_config(tmp_path):
     from mmmetaformer.export import ExportModule
     from mmmetaformer.export.exporter import ExportError, export_onnx

@@ -9,10 +9,11 @@ unnormalised, channel order as loaded); normalisation, channel flip and padding 
 ``scores`` (probabilities), segmentors ``seg_logits`` at input size, detectors ``dets`` [x1, y1, x2, y2, score] and
 ``labels`` (Mask R-CNN also ``masks``), all as ``predict(..., rescale=False)`` gives them (README, "Deploy to ONNX").
 
-Default input size (--shape): the test pipeline's fixed size where it has one (224 or 384 for the classifiers),
-else 512x512 for segmentors and 800x1344 for detectors.
+Default input size (--shape): the size of --image after the test pipeline; else the test pipeline's fixed size
+where it has one (224 or 384 for the classifiers), else 512x512 for segmentors and 800x1344 for detectors.
 """
 import argparse
+import os.path as osp
 import sys
 
 from mmengine.config import DictAction
@@ -24,8 +25,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint of this config\'s model (file or URL)')
     parser.add_argument('--out', required=True, help='the ONNX file to write')
     parser.add_argument('--shape', nargs=2, type=int, metavar=('H', 'W'),
-                        help='input height and width (default: the test pipeline\'s fixed size, else 512 512 for '
-                        'segmentors, 800 1344 for detectors); with --dynamic only the size traced')
+                        help='input height and width (default: the size of --image after the test pipeline, else '
+                        'the test pipeline\'s fixed size, else 512 512 for segmentors, 800 1344 for detectors); '
+                        'with --dynamic only the size traced')
     parser.add_argument('--dynamic', action='store_true',
                         help='dynamic H and W (and N where the model allows); refused for RandFormer')
     parser.add_argument('--opset', type=int, default=None, help='ONNX opset version (default 17)')
@@ -42,27 +44,31 @@ def main() -> None:
     args = parse_args()
     if args.image and not args.verify:
         sys.exit('error: --image is the input of --verify; add --verify')
-    from mmmetaformer.export.exporter import DEFAULT_OPSET, ExportError, default_input_shape, export_onnx, prepare
+    if args.image and not osp.isfile(args.image):
+        sys.exit(f'error: image {args.image} does not exist')
+    from mmmetaformer.export.exporter import (DEFAULT_OPSET, ExportError, default_input_shape, export_onnx, prepare,
+                                              quiet_mm_logs)
+    quiet_mm_logs()
+    from mmmetaformer.export.verify import load_image, verify_inputs, verify_onnx
     try:
         cfg, model, wrapper = prepare(args.config, args.checkpoint, args.cfg_options)
-        shape = tuple(args.shape) if args.shape else default_input_shape(cfg)
+        image = load_image(cfg, args.image) if args.image else None
+        if args.shape:
+            shape = tuple(args.shape)
+        else:  # the image's size after the test pipeline, else the config's
+            shape = tuple(image.shape[-2:]) if image is not None else default_input_shape(cfg)
         export_onnx(wrapper, args.out, shape, args.dynamic, args.opset or DEFAULT_OPSET, config=args.config)
+        inputs = verify_inputs(cfg, shape, args.dynamic, args.image, wrapper.dynamic_batch) if args.verify else []
     except (ExportError, FileNotFoundError, RuntimeError, TypeError, ValueError) as error:
         sys.exit(f'error: {error}')
     dynamic = 'dynamic H x W' + (' and N' if wrapper.dynamic_batch else '') if args.dynamic else 'fixed size'
     print(f'wrote {args.out}: input {shape[0]}x{shape[1]} ({dynamic}), outputs {", ".join(wrapper.output_names)}')
-    if args.verify:
-        from mmmetaformer.export.verify import verify_inputs, verify_onnx
-        try:
-            inputs = verify_inputs(cfg, shape, args.dynamic, args.image, wrapper.dynamic_batch)
-        except (FileNotFoundError, ValueError) as error:
-            sys.exit(f'error: {error}')
-        ok = True
-        for description, input in inputs:
-            report = verify_onnx(model, cfg, args.out, input)
-            print(f'onnxruntime vs PyTorch on {description}:\n{report}')
-            ok = ok and report.ok
-        sys.exit(0 if ok else 1)
+    agree = True
+    for description, batch in inputs:
+        report = verify_onnx(model, cfg, args.out, batch)
+        print(f'onnxruntime vs PyTorch on {description}:\n{report}')
+        agree = agree and report.ok
+    sys.exit(0 if agree else 1)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,5 @@
 """The interface every export wrapper follows (see the package docstring for the whole convention)."""
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from torch import Tensor, nn
 
@@ -13,11 +13,14 @@ class ExportModule(nn.Module):
     unnormalised, channel order as loaded) and returns a tuple of tensors named by ``output_names``.
 
     Subclasses set ``output_names`` and ``output_axes`` (for each output, its axes that vary with the input under
-    ``--dynamic``, e.g. ``{'scores': {0: BATCH}}``) and ``dynamic_batch`` (False when the graph only handles N = 1).
+    ``--dynamic``, e.g. ``{'scores': {0: BATCH}}``), ``dynamic_batch`` (False when the graph only handles N = 1)
+    and ``fixed_size_reason`` (why a traced graph holds only for the traced input size, if it does: ``--dynamic``
+    is then refused with it).
     """
     output_names: Tuple[str, ...] = ()
     output_axes: Dict[str, Dict[int, str]] = {}
     dynamic_batch: bool = True
+    fixed_size_reason: Optional[str] = None
 
     def forward(self, input: Tensor) -> Tuple[Tensor, ...]:  # noqa: A002  (the graph input's name)
         raise NotImplementedError

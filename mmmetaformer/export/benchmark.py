@@ -4,7 +4,8 @@
 The PyTorch side is what a user runs without the export: the model's data preprocessor and
 ``predict(..., rescale=False)`` under ``torch.inference_mode``; the onnxruntime side is the exported graph (fixed
 size, CPU provider, graph optimisations on) from the raw image to the same outputs. Both use the same number of
-threads; runs alternate so that drifting machine load hits both alike; the median per-image time is reported.
+threads (onnxruntime's idle threads do not spin); runs alternate so that drifting machine load hits both alike;
+the median per-image time is reported.
 """
 import os
 import os.path as osp
@@ -57,6 +58,8 @@ def compare_onnx_runtime(config: str, shape: Tuple[int, int], threads: int = 2, 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # idle onnxruntime threads would otherwise spin and take the CPU from the PyTorch runs in between
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     feed = {'input': x.numpy()}
 
@@ -71,6 +74,9 @@ def print_onnx_comparison(threads: int = 2, iters: int = 10, warmup: int = 2,
                           models: List[Tuple[str, str, Tuple[int, int]]] = DEFAULT_MODELS) -> None:
     """Print the comparison for each (label, config, shape) of ``models``."""
     import onnxruntime as ort
+
+    from .exporter import quiet_mm_logs
+    quiet_mm_logs()
     print(f'torch {torch.__version__}, onnxruntime {ort.__version__}, {threads} CPU threads, batch 1, '
           f'random weights; ms per image (median of {iters})')
     print(f"{'model':<30}{'input':>10}{'PyTorch ms':>12}{'ORT ms':>10}{'ORT speed-up':>14}")

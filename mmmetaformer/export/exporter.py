@@ -31,6 +31,13 @@ class ExportError(RuntimeError):
     """The model cannot be exported as asked; the message names the config and, where known, the module."""
 
 
+def quiet_mm_logs() -> None:
+    """Only warnings and errors from mmengine's logger (no info lines on building models and loading weights);
+    call before anything creates the logger."""
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmengine', log_level='WARNING')
+
+
 def build_model(cfg) -> nn.Module:
     """The config's model in eval mode on the CPU, SyncBN reverted to BatchNorm, weights not initialised (no
     download of the ``init_cfg`` checkpoint: the exported weights come from the checkpoint given)."""
@@ -54,7 +61,8 @@ def load_weights(model: nn.Module, checkpoint: str) -> None:
     model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=True)
 
 
-def _test_pipeline(cfg) -> list:
+def config_test_pipeline(cfg) -> list:
+    """The steps of the config's test (else validation) dataset pipeline."""
     from ..runtime import _datasets
     loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
     for dataset in _datasets(loader.get('dataset') if loader else None):
@@ -67,7 +75,7 @@ def fixed_input_shape(cfg) -> Optional[Tuple[int, int]]:
     """The (H, W) every image has after the config's test pipeline, if the pipeline fixes one (a centre crop or a
     resize without keeping the ratio), else None."""
     shape = None
-    for step in _test_pipeline(cfg):
+    for step in config_test_pipeline(cfg):
         kind = str(step.get('type', '')).split('.')[-1]
         size = None
         if kind == 'CenterCrop':
@@ -94,12 +102,16 @@ def default_input_shape(cfg) -> Tuple[int, int]:
     return DEFAULT_SHAPES[task]
 
 
-def fixed_size_modules(model: nn.Module) -> Dict[str, str]:
-    """Modules whose computation is built for one input size in Python, so a graph traced at one size is wrong at
-    any other: {module name: why}."""
+def fixed_size_reasons(wrapper: ExportModule) -> Dict[str, str]:
+    """Why a graph traced from ``wrapper`` would hold only for the traced input size: {where: why}. Modules that
+    compute size-specific values in Python (RandFormer's resampled mixing matrices) and the wrapper's own reason
+    (sliding-window inference)."""
     from ..models import RandomMixing
-    return {name: 'RandFormer resamples its random mixing matrix for each token grid'
-            for name, module in model.named_modules() if isinstance(module, RandomMixing)}
+    reasons = {name: 'RandFormer resamples its random mixing matrix for each token grid'
+               for name, module in wrapper.named_modules() if isinstance(module, RandomMixing)}
+    if wrapper.fixed_size_reason:
+        reasons[type(wrapper).__name__] = wrapper.fixed_size_reason
+    return reasons
 
 
 def example_input(shape: Tuple[int, int], batch_size: int = 1, seed: int = 0) -> torch.Tensor:
@@ -201,12 +213,12 @@ def export_onnx(wrapper: ExportModule, out: str, shape: Tuple[int, int], dynamic
     dynamic exports at two sizes).
     """
     if dynamic:
-        fixed = fixed_size_modules(wrapper)
+        fixed = fixed_size_reasons(wrapper)
         if fixed:
-            name, why = next(iter(fixed.items()))
-            raise ExportError(f'{config} cannot be exported with --dynamic: {why} (module {name}), so a graph '
-                              f'traced at one input size gives wrong results at any other. Export at a fixed size '
-                              f'instead (--shape H W, one file per input size).')
+            where, why = next(iter(fixed.items()))
+            raise ExportError(f'{config} cannot be exported with --dynamic: {why} ({where}), so a graph traced at '
+                              f'one input size gives wrong results at any other. Export at a fixed size instead '
+                              f'(--shape H W, one file per input size).')
     import onnx
     wrapper.eval()
     x = example_input(shape)

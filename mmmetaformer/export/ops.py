@@ -160,15 +160,22 @@ def _bilinear_weights(grid: Tensor, size: int) -> Tensor:
 
 
 def paste_masks(masks: Tensor, boxes: Tensor, img_h: Tensor, img_w: Tensor) -> Tensor:
-    """mmdet ``_do_paste_mask``: (K, h, w) mask probabilities resampled into their (K, 4) boxes on an img_h x img_w
-    canvas; returns (K, img_h, img_w) probabilities. Bilinear sampling is separable, so the paste is
-    ``Wy @ mask @ Wx^T`` with per-axis weights instead of a (K, H, W, 2) grid."""
+    """mmdet ``_do_paste_mask`` as mmdet's CPU path calls it (mask by mask, ``skip_empty=True``): (K, h, w) mask
+    probabilities resampled into their (K, 4) boxes on an img_h x img_w canvas; returns (K, img_h, img_w)
+    probabilities. Bilinear sampling is separable, so the paste is ``Wy @ mask @ Wx^T`` with per-axis weights
+    instead of a (K, H, W, 2) grid."""
     x0, y0, x1, y1 = (c[:, None] for c in boxes.unbind(dim=1))
-    img_x = (torch.arange(img_w, device=boxes.device).to(boxes) + 0.5 - x0) / (x1 - x0) * 2 - 1
-    img_y = (torch.arange(img_h, device=boxes.device).to(boxes) + 0.5 - y0) / (y1 - y0) * 2 - 1
-    # mmdet sets the coordinates of zero-width / zero-height boxes (inf) to 0
-    img_x = torch.where(torch.isinf(img_x), torch.zeros_like(img_x), img_x)
-    img_y = torch.where(torch.isinf(img_y), torch.zeros_like(img_y), img_y)
-    weights_x = _bilinear_weights(img_x, masks.shape[2])
-    weights_y = _bilinear_weights(img_y, masks.shape[1])
+    weights_x = _axis_weights(torch.arange(img_w, device=boxes.device).to(boxes), x0, x1, masks.shape[2])
+    weights_y = _axis_weights(torch.arange(img_h, device=boxes.device).to(boxes), y0, y1, masks.shape[1])
     return weights_y @ masks @ weights_x.transpose(1, 2)
+
+
+def _axis_weights(pixels: Tensor, start: Tensor, end: Tensor, size: int) -> Tensor:
+    """(K, pixels, size) sampling weights of the mask cells for the canvas pixels along one axis."""
+    grid = (pixels + 0.5 - start) / (end - start) * 2 - 1
+    # mmdet sets the coordinates of zero-width / zero-height boxes (inf) to 0
+    grid = torch.where(torch.isinf(grid), torch.zeros_like(grid), grid)
+    # mmdet's CPU path pastes only from 1 px before the box to 1 px after it (skip_empty); elsewhere the mask
+    # samples to < 0.5 anyway, except for a degenerate box, whose mask would otherwise fill the canvas
+    window = (pixels >= start.floor() - 1) & (pixels < end.ceil() + 1)
+    return _bilinear_weights(grid, size) * window[..., None].to(grid)

@@ -205,9 +205,9 @@ def load_image(cfg, image: str, shape: Optional[tuple] = None) -> Tensor:
     from mmengine.dataset import Compose
     from mmengine.registry import init_default_scope
 
-    from .exporter import _test_pipeline
+    from .exporter import config_test_pipeline
     init_default_scope(task_of(cfg))
-    steps = [step for step in _test_pipeline(cfg) if 'LoadAnnotations' not in str(step.get('type'))]
+    steps = [step for step in config_test_pipeline(cfg) if 'LoadAnnotations' not in str(step.get('type'))]
     packed = Compose(steps)(dict(img_path=image, img_id=0))
     input = packed['inputs'].float().unsqueeze(0)  # noqa: A001
     if shape is not None and tuple(input.shape[-2:]) != tuple(shape):
