@@ -3,9 +3,9 @@ import argparse
 import os.path as osp
 import sys
 
-import torch
 from mmengine.config import Config, ConfigDict
 
+from mmmetaformer.checkpoint import check_model_checkpoint
 from mmmetaformer.runtime import add_shared_options, build_runner, finish_distributed, load_config, require_data
 
 
@@ -50,32 +50,6 @@ def dump_results(cfg: Config, out: str) -> None:
     cfg.test_evaluator = (list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]) + [dump]
 
 
-def check_model_checkpoint(path: str, model: torch.nn.Module) -> None:
-    """The checkpoint must hold exactly the model's tensors. mmengine would load whatever matches and only warn, so
-    an official or timm file, or a checkpoint of another size, would be tested with partly random weights."""
-    from mmengine.model import is_model_wrapper
-
-    from mmmetaformer.checkpoint import detect_layout, read_checkpoint, tensor_mismatches
-    try:
-        state_dict = read_checkpoint(path)
-    except Exception as error:  # noqa: BLE001  (a missing file, a failed download, not a checkpoint)
-        sys.exit(f'error: {error}')
-    try:
-        layout = detect_layout(state_dict)
-    except ValueError:
-        layout = None  # not a MetaFormer layout we know: the tensor check below decides
-    if layout not in (None, 'mmmetaformer'):
-        sys.exit(f'error: {path} is a checkpoint in the {layout} layout, not one of this model: convert it first '
-                 f'with `python tools/convert_checkpoint.py {path} converted.pth` and test converted.pth')
-    expected = (model.module if is_model_wrapper(model) else model).state_dict()
-    # Output norms of stages the model does not return (an official detector's norm0) change nothing it computes.
-    problems = tensor_mismatches(state_dict, expected, may_lack=lambda key: False,
-                                 may_add=lambda key: '.out_norms.' in f'.{key}')
-    if problems:
-        sys.exit(f'error: {path} does not fit the model of this config ({len(problems)} tensors differ; first: '
-                 f'{problems[0]}). Was it trained with another config or model size?')
-
-
 def main() -> None:
     args = parse_args()
     cfg = load_config(args)
@@ -88,7 +62,10 @@ def main() -> None:
     if args.out:
         dump_results(cfg, args.out)
     runner = build_runner(cfg)
-    check_model_checkpoint(args.checkpoint, runner.model)
+    try:
+        check_model_checkpoint(args.checkpoint, runner.model)
+    except (OSError, RuntimeError, ValueError) as error:  # a missing file, a failed download, another model
+        sys.exit(f'error: {error}')
     runner.test()
     finish_distributed()
 
