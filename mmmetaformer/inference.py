@@ -6,6 +6,7 @@ predictions to ``<out_dir>/vis/`` and the predictions as JSON to ``<out_dir>/pre
 inferencer: ``vis/<image file name>``, ``preds/<image stem>.json``; images found in a folder keep their path
 inside it). Videos are refused: none of the three inferencers reads video files.
 """
+import argparse
 import contextlib
 import json
 import os
@@ -29,6 +30,14 @@ DEFAULT_SCORE_THR = 0.3  # mmdet's default for drawing boxes
 
 def default_device() -> str:
     return 'cuda:0' if torch.cuda.is_available() else 'cpu'
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--cfg-options``, the options every tool that runs a trained model shares."""
+    from mmengine.config import DictAction
+    parser.add_argument('--device', help='e.g. cpu, cuda:0 (default: cuda:0 when available, else cpu)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. test_dataloader.dataset.pipeline.1.scale=(640,640)')
 
 
 def load_model_config(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:

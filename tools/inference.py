@@ -12,9 +12,7 @@ inferencers read images only): extract the frames first.
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
-from mmmetaformer.inference import DEFAULT_SCORE_THR, run_inference
+from mmmetaformer.inference import DEFAULT_SCORE_THR, add_inference_options, run_inference
 
 
 def parse_args() -> argparse.Namespace:
@@ -23,13 +21,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint of that model (file or URL), e.g. work_dirs/.../epoch_12.pth')
     parser.add_argument('inputs', nargs='+', help='image files and folders of images')
     parser.add_argument('--out-dir', required=True, help='where vis/ and preds/ are written')
-    parser.add_argument('--device', help='e.g. cpu, cuda:0 (default: cuda:0 when available, else cpu)')
     parser.add_argument('--score-thr', type=float,
                         help=f'detection only: the lowest score of the boxes drawn (default {DEFAULT_SCORE_THR}); the '
                         'JSON keeps every box of the model\'s test_cfg. Refused for segmentors and classifiers, '
                         'which have no scored boxes')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. test_dataloader.dataset.pipeline.1.scale=(640,640)')
+    add_inference_options(parser)
     return parser.parse_args()
 
 

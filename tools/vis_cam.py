@@ -10,8 +10,7 @@ stage (backbone.stages.3.blocks.-1), whose output the classifier pools; MetaForm
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
+from mmmetaformer.inference import add_inference_options
 from mmmetaformer.visualization import CAM_METHODS, DEFAULT_TARGET_LAYERS, draw_cam
 
 
@@ -28,8 +27,7 @@ def parse_args() -> argparse.Namespace:
                         '(backbone.stages.2) stands for its output')
     parser.add_argument('--target-category', type=int,
                         help='class index to explain (default: the predicted class)')
-    parser.add_argument('--device', help='e.g. cpu, cuda:0 (default: cuda:0 when available, else cpu)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+    add_inference_options(parser)
     return parser.parse_args()
 
 

@@ -10,8 +10,7 @@ Without CHECKPOINT the model starts as its config says (init_cfg, e.g. the Image
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
+from mmmetaformer.inference import add_inference_options
 from mmmetaformer.visualization import CHANNEL_REDUCTIONS, draw_feature_maps
 
 
@@ -23,8 +22,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--save-path', required=True, help='the picture to write (e.g. featmaps.png)')
     parser.add_argument('--channel-reduction', default='squeeze_mean', choices=CHANNEL_REDUCTIONS,
                         help='squeeze_mean: mean over channels; select_max: the channel with the highest mean')
-    parser.add_argument('--device', help='e.g. cpu, cuda:0 (default: cuda:0 when available, else cpu)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+    add_inference_options(parser)
     return parser.parse_args()
 
 
