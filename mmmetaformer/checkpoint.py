@@ -214,29 +214,41 @@ def read_checkpoint(path_or_url: str, setting: Optional[str] = None) -> StateDic
     return unwrap(content)
 
 
-def check_model_checkpoint(path: str, model: nn.Module) -> None:
-    """Raise ``ValueError`` unless the checkpoint (file or URL) holds exactly the tensors of the whole ``model``.
+def known_layout(state_dict: StateDict) -> Optional[str]:
+    """The layout of a state dict, or None when it is none of the MetaFormer layouts we know."""
+    try:
+        return detect_layout(state_dict)
+    except ValueError:
+        return None
+
+
+def check_model_checkpoint(path: str, model: nn.Module, convert: bool = False) -> StateDict:
+    """Return the tensors of a whole-model checkpoint (file or URL), raising ``ValueError`` unless they are exactly
+    those of ``model``.
 
     mmengine loads whatever matches and only warns, so an official or timm file, or a checkpoint of another size,
-    would be tested or run with partly random weights. Output norms of stages the model does not return (an
-    official detector's ``norm0``) are accepted: they change nothing it computes. A missing file raises
-    ``FileNotFoundError``, an unreadable one ``RuntimeError``.
+    would be tested or run with partly random weights. With ``convert``, a classifier in another known layout
+    (official, timm, mmpretrain) is converted as ``tools/convert_checkpoint.py`` does; without, it is refused with
+    a pointer to that tool. Output norms of stages the model does not return (an official detector's ``norm0``)
+    are accepted: they change nothing it computes. A missing file raises ``FileNotFoundError``, an unreadable one
+    ``RuntimeError``.
     """
     from mmengine.model import is_model_wrapper
     state_dict = read_checkpoint(path)
-    try:
-        layout = detect_layout(state_dict)
-    except ValueError:
-        layout = None  # not a MetaFormer layout we know: the tensor check below decides
+    layout = known_layout(state_dict)
     if layout not in (None, 'mmmetaformer'):
-        raise ValueError(f'{path} is a checkpoint in the {layout} layout, not one of this model: convert it first '
-                         f'with `python tools/convert_checkpoint.py {path} converted.pth` and use converted.pth')
+        if not convert or layout == 'sail_v1_dense':
+            raise ValueError(f'{path} is a checkpoint in the {layout} layout, not one of this model: convert it '
+                             f'first with `python tools/convert_checkpoint.py {path} converted.pth` and use '
+                             f'converted.pth')
+        state_dict = to_canonical(state_dict)[0]
     expected = (model.module if is_model_wrapper(model) else model).state_dict()
     problems = tensor_mismatches(state_dict, expected, may_lack=lambda key: False,
                                  may_add=lambda key: '.out_norms.' in f'.{key}')
     if problems:
         raise ValueError(f'{path} does not fit the model of this config ({len(problems)} tensors differ; first: '
                          f'{problems[0]}). Was it trained with another config or model size?')
+    return state_dict
 
 
 def load_pretrained(module: nn.Module, checkpoint: str, part: str = BACKBONE, prefix: Optional[str] = None,

@@ -20,7 +20,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 
-from .checkpoint import check_model_checkpoint
+from .checkpoint import check_model_checkpoint, known_layout, read_checkpoint
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv')
@@ -64,26 +64,32 @@ def build_inferencer(config: Union[str, Config], checkpoint: Optional[str], devi
     ``ImageClassificationInferencer``) with the weights of ``checkpoint`` (a file or URL), on ``device``.
 
     The checkpoint must hold exactly the model's tensors (:func:`~mmmetaformer.checkpoint.check_model_checkpoint`):
-    the inferencers would otherwise run a partly random model after a warning. Without a checkpoint the model keeps
-    its fresh initialisation (``init_weights`` is not called).
+    the inferencers would otherwise run a partly random model after a warning. A classifier may also come as an
+    official, timm or mmpretrain file: it is converted on loading. Without a checkpoint the model keeps its fresh
+    initialisation (``init_weights`` is not called).
     """
     cfg = load_model_config(config, cfg_options)
     if checkpoint is not None and '://' not in checkpoint and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
     device = device or default_device()
     scope = cfg.default_scope
+    convert = scope == 'mmpretrain' and checkpoint is not None and \
+        known_layout(read_checkpoint(checkpoint)) not in (None, 'mmmetaformer')
+    weights = None if convert else checkpoint  # the inferencer loads mm checkpoints itself, with their class names
     init_default_scope(scope)  # mmpretrain's inferencer builds its pipeline in whatever scope is current
     if scope == 'mmdet':
         from mmdet.apis import DetInferencer
-        inferencer = DetInferencer(cfg, checkpoint, device=device, show_progress=False)
+        inferencer = DetInferencer(cfg, weights, device=device, show_progress=False)
     elif scope == 'mmseg':
         from mmseg.apis import MMSegInferencer
-        inferencer = MMSegInferencer(cfg, checkpoint, device=device, show_progress=False)
+        inferencer = MMSegInferencer(cfg, weights, device=device, show_progress=False)
     else:
         from mmpretrain.apis import ImageClassificationInferencer
-        inferencer = ImageClassificationInferencer(cfg, pretrained=checkpoint or False, device=device)
+        inferencer = ImageClassificationInferencer(cfg, pretrained=weights or False, device=device)
     if checkpoint is not None:
-        check_model_checkpoint(checkpoint, inferencer.model)
+        state_dict = check_model_checkpoint(checkpoint, inferencer.model, convert)
+        if convert:
+            inferencer.model.load_state_dict(state_dict)
     return inferencer
 
 

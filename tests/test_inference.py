@@ -148,3 +148,17 @@ def test_the_tool_reports_errors_without_a_traceback(classifier, tmp_path):
     assert result.returncode != 0
     assert 'error: input' in result.stderr and 'none.jpg does not exist' in result.stderr
     assert 'Traceback' not in result.stderr
+
+
+def test_official_classifier_files_load_directly(tmp_path):
+    """An official PoolFormer file (sail-sg layout) is converted on loading: the classifier gives its logits."""
+    from mmmetaformer.inference import build_inferencer
+    from reference_impl import build_reference
+    reference = build_reference('poolformer_s12').eval()
+    official = str(tmp_path / 'poolformer_s12.pth.tar')
+    torch.save(reference.state_dict(), official)
+    config = osp.join(ROOT, 'configs', 'mmpretrain', 'poolformer_s12_in1k.py')
+    model = build_inferencer(config, official, 'cpu').model
+    inputs = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs), reference(inputs), rtol=1e-4, atol=1e-4)
