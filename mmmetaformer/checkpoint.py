@@ -213,23 +213,34 @@ def read_checkpoint(path_or_url: str, setting: Optional[str] = None) -> StateDic
     return unwrap(content)
 
 
-def check_model_checkpoint(path: str, model: nn.Module) -> StateDict:
-    """Read a checkpoint (file or URL) that must hold exactly ``model``'s tensors, and return its state dict.
+def known_layout(state_dict: StateDict) -> Optional[str]:
+    """The layout of a state dict, or None when it is none of the MetaFormer layouts we know."""
+    try:
+        return detect_layout(state_dict)
+    except ValueError:
+        return None
 
-    mmengine would load whatever matches and only warn, so an official or timm file, or a checkpoint of another
-    size, would be used with partly random weights: those raise ``ValueError`` naming the first differing tensor.
-    Output norms the model does not have (an official detector's ``norm0``) are accepted: they change nothing it
-    computes. An unreadable file or URL raises as :func:`read_checkpoint` does.
+
+def check_model_checkpoint(path: str, model: nn.Module, convert: bool = False) -> StateDict:
+    """Return the tensors of a whole-model checkpoint (file or URL), raising ``ValueError`` unless they are exactly
+    those of ``model``.
+
+    mmengine loads whatever matches and only warns, so an official or timm file, or a checkpoint of another size,
+    would be tested or run with partly random weights. With ``convert``, a classifier in another known layout
+    (official, timm, mmpretrain) is converted as ``tools/convert_checkpoint.py`` does; without, it is refused with
+    a pointer to that tool. Output norms of stages the model does not return (an official detector's ``norm0``)
+    are accepted: they change nothing it computes. A missing file raises ``FileNotFoundError``, an unreadable one
+    ``RuntimeError``.
     """
     from mmengine.model import BaseTTAModel, is_model_wrapper
     state_dict = read_checkpoint(path)
-    try:
-        layout = detect_layout(state_dict)
-    except ValueError:
-        layout = None  # not a MetaFormer layout we know: the tensor check below decides
+    layout = known_layout(state_dict)
     if layout not in (None, 'mmmetaformer'):
-        raise ValueError(f'{path} is a checkpoint in the {layout} layout, not one of this model: convert it first '
-                         f'with `python tools/convert_checkpoint.py {path} converted.pth` and use converted.pth')
+        if not convert or layout == 'sail_v1_dense':
+            raise ValueError(f'{path} is a checkpoint in the {layout} layout, not one of this model: convert it '
+                             f'first with `python tools/convert_checkpoint.py {path} converted.pth` and use '
+                             f'converted.pth')
+        state_dict = to_canonical(state_dict)[0]
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     problems = tensor_mismatches(state_dict, model.state_dict(), may_lack=lambda key: False,
@@ -245,22 +256,25 @@ def check_model_checkpoint(path: str, model: nn.Module) -> StateDict:
 # pre-training (21841-class head) and 21K pre-training fine-tuned on 1K (official metaformer_baselines.py).
 NAMED_WEIGHTS = {'in1k': '', 'in1k_384': '_384', 'in21k': '_in21k', 'in21ft1k': '_in21ft1k',
                  'in21ft1k_384': '_384_in21ft1k'}
-_IN1K_ONLY = ('poolformer', 'poolformerv2', 'identityformer', 'randformer')
+# The sizes of which official weights were published, per family.
+_V1_ARCHS = ('s12', 's24', 's36', 'm36', 'm48')
+_BASELINE_ARCHS = ('s18', 's36', 'm36', 'b36')
+OFFICIAL_ARCHS = {'poolformer': _V1_ARCHS, 'poolformerv2': _V1_ARCHS, 'identityformer': _V1_ARCHS,
+                  'randformer': _V1_ARCHS, 'convformer': _BASELINE_ARCHS, 'caformer': _BASELINE_ARCHS}
 _ALL_WEIGHTS = ('convformer', 'caformer')
 
 
 def official_weights_url(family: str, arch: str, weights: str = 'in1k') -> str:
     """The URL of the official ``weights`` (a name of :data:`NAMED_WEIGHTS`) of ``family`` (lower case, e.g.
     ``'caformer'``) at size ``arch`` (e.g. ``'s18'``); a clear error for weights that were never published."""
-    from .models import FAMILIES
     if weights not in NAMED_WEIGHTS:
         raise ValueError(f'unknown official weights {weights!r}; the names are {", ".join(NAMED_WEIGHTS)}')
-    if family not in FAMILIES:
+    if family not in OFFICIAL_ARCHS:
         raise ValueError(f'no official weights for {family!r}: named weights exist for the published families '
-                         f'{", ".join(FAMILIES)} (give a checkpoint path or URL instead)')
-    if arch not in FAMILIES[family].arch_zoo:
+                         f'{", ".join(OFFICIAL_ARCHS)} (give a checkpoint path or URL instead)')
+    if arch not in OFFICIAL_ARCHS[family]:
         raise ValueError(f'{family} has no arch {arch!r}; official weights exist for '
-                         f'{", ".join(FAMILIES[family].arch_zoo)}')
+                         f'{", ".join(OFFICIAL_ARCHS[family])}')
     if weights != 'in1k' and family not in _ALL_WEIGHTS:
         raise ValueError(f'{family}_{arch} has official ImageNet-1K weights only (\'in1k\'); {weights!r} weights '
                          f'were published for {" and ".join(_ALL_WEIGHTS)}')

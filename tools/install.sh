@@ -14,7 +14,8 @@ cd "$ROOT"
 TORCH_PINS=(torch==2.13.0 torchvision==0.28.0)
 MMCV_PIN=onedl-mmcv==2.3.6
 STACK_PINS=(onedl-mmengine==0.10.12 onedl-mmdetection==3.5.1 onedl-mmsegmentation==1.4.2
-            onedl-mmpretrain==1.3.6 timm==1.0.31 onnx==1.23.2 onnxruntime==1.31.1 onnxscript==0.7.2 pytest)
+            onedl-mmpretrain==1.3.6 timm==1.0.31 onnx==1.23.2 onnxruntime==1.31.1 onnxscript==0.7.2 grad-cam==1.5.7
+            pytest)
 
 say() { printf '\n[install] %s\n' "$*"; }
 die() { printf '\n[install] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -38,8 +39,8 @@ if "$PY" - <<'PYEOF' 2>/dev/null
 import importlib.metadata as md, sys
 want = {'torch': '2.13.0', 'torchvision': '0.28.0', 'onedl-mmengine': '0.10.12', 'onedl-mmcv': '2.3.6',
         'onedl-mmdetection': '3.5.1', 'onedl-mmsegmentation': '1.4.2', 'onedl-mmpretrain': '1.3.6',
-        'timm': '1.0.31', 'onnx': '1.23.2', 'onnxruntime': '1.31.1', 'onnxscript': '0.7.2', 'pytest': None,
-        'mmmetaformer': None}
+        'timm': '1.0.31', 'onnx': '1.23.2', 'onnxruntime': '1.31.1', 'onnxscript': '0.7.2', 'grad-cam': '1.5.7',
+        'pytest': None, 'mmmetaformer': None}
 for name, version in want.items():
     found = md.version(name)
     if version and found.split('+')[0] != version:
