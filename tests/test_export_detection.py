@@ -212,3 +212,7 @@ def test_unsupported_detectors_are_refused():
                               {'model.test_cfg.nms': dict(type='soft_nms', iou_threshold=0.5)})
     with pytest.raises(NotImplementedError, match='soft_nms'):
         build_detection_exporter(model)
+    _, model = build_detector('retinanet_poolformer_s12_1x.py',
+                              {'model.bbox_head.bbox_coder': dict(type='TBLRBBoxCoder', _delete_=True)})
+    with pytest.raises(NotImplementedError, match='TBLRBBoxCoder'):
+        build_detection_exporter(model)

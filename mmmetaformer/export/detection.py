@@ -45,6 +45,13 @@ def _decode(coder, priors: Tensor, deltas: Tensor, img_h: Tensor, img_w: Tensor)
     return _clip_boxes(boxes, img_h, img_w) if coder.clip_border else boxes
 
 
+def _check_coder(head: nn.Module, model_name: str) -> None:
+    coder = type(head.bbox_coder).__name__
+    if coder != 'DeltaXYWHBBoxCoder':
+        raise NotImplementedError(f'ONNX export of {model_name} supports the box coder DeltaXYWHBBoxCoder only; '
+                                  f'{type(head).__name__} has {coder}')
+
+
 def _large_enough(boxes: Tensor, cfg) -> Tensor:
     """mmdet's ``min_bbox_size`` filter (off when the config has none or a negative one)."""
     min_size = cfg.get('min_bbox_size', -1)
@@ -124,6 +131,7 @@ class RetinaNetExport(DetectorExport):
         if not getattr(head, 'use_sigmoid_cls', False) or not hasattr(head, 'prior_generator'):
             raise NotImplementedError(f'ONNX export of {type(detector).__name__} needs an anchor head with sigmoid '
                                       f'scores; got {type(head).__name__}')
+        _check_coder(head, type(detector).__name__)
         self.iou_threshold, self.class_agnostic = _nms_settings(head.test_cfg.nms, 'model.test_cfg.nms')
 
     def detect(self, feats, num_images, img_h, img_w):
@@ -176,6 +184,8 @@ class TwoStageExport(DetectorExport):
             raise NotImplementedError(f'ONNX export of {name}: bbox heads with custom class channels are not supported')
         if roi_head.with_mask and roi_head.test_cfg.get('mask_thr_binary', 0.5) < 0:
             raise NotImplementedError(f'ONNX export of {name} gives binary masks: mask_thr_binary must be >= 0')
+        for head in (rpn_head, roi_head.bbox_head):
+            _check_coder(head, name)
         self.rpn_iou, _ = _nms_settings(rpn_head.test_cfg.nms, 'model.test_cfg.rpn.nms')
         self.rcnn_iou, self.class_agnostic = _nms_settings(roi_head.test_cfg.nms, 'model.test_cfg.rcnn.nms')
         if roi_head.with_mask:
