@@ -4,8 +4,9 @@ MACs are counted by ``torch.utils.flop_counter.FlopCounterMode``: convolutions, 
 (on PyTorch's math backend, since the counter has no formula for the fused CPU kernel); element-wise work (norms,
 pooling, activations, interpolation) is not counted, as in the papers. The model runs ``forward(mode='tensor')`` on
 one image: for a segmentor the backbone, neck and decode head (no auxiliary head, which only trains); for a
-detector the backbone, neck and heads up to their raw outputs (for two-stage detectors including the RPN
-proposals and the RoI heads); for a classifier the backbone and head.
+detector the backbone, neck and heads up to their raw outputs (for two-stage detectors the RPN and the RoI heads
+on the proposals the RPN keeps for the random input image, up to its test-time maximum, so these counts vary a
+little with the values); for a classifier the backbone and head.
 
 The count first runs on PyTorch's ``meta`` device (shapes only, no arithmetic: a 512x2048 UperNet takes a second),
 and on real CPU tensors for models whose forward depends on values (e.g. the proposals of a two-stage detector).

@@ -106,4 +106,5 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         MMLogger.get_current_instance().info(
             f'LayerDecayOptimizerConstructor: {num_layers + 1} layer ids (stem 0, blocks 1-{num_layers - 1}, '
             f'output norms/neck/heads {num_layers}), decay_rate {self.decay_rate}: '
-            f'lr x{self.decay_rate**num_layers:.4g} (stem) to x1 (heads); {sum(len(g["params"]) for g in ordered)} parameters in {len(ordered)} groups')
+            f'lr x{self.decay_rate**num_layers:.4g} (stem) to x1 (heads); '
+            f'{sum(len(g["params"]) for g in ordered)} parameters in {len(ordered)} groups')

@@ -55,6 +55,21 @@ def test_meta_device_count_equals_a_real_forward():
         (sum(p.numel() for p in real.parameters()), count_macs(real, shape, 'mmseg'))
 
 
+def test_metafile_numbers_are_those_of_the_configs():
+    """configs/mmseg/metafile.yml: exact parameters and MACs at 512x2048 (checked here for one Semantic FPN and one
+    UperNet config), the published mIoU of the six published UperNet models."""
+    import yaml
+
+    from mmmetaformer.analysis import count_params_and_macs
+    entries = {m['Name']: m for m in yaml.safe_load(open(osp.join(ROOT, 'configs', 'mmseg', 'metafile.yml')))['Models']}
+    for name in ('fpn_poolformer_s12_40k_ade20k', 'upernet_caformer_s18_160k_ade20k'):
+        cost = count_params_and_macs(osp.join(ROOT, entries[name]['Config']), (512, 2048))
+        assert (entries[name]['Metadata']['Parameters'], entries[name]['Metadata']['FLOPs']) == cost
+    published = {name: entries[f'upernet_{name}_160k_ade20k']['Results'][0]['Metrics'] for name, _, _ in PUBLISHED}
+    assert published['caformer_m36'] == {'mIoU': 51.7, 'mIoU(ms+flip)': 51.7}
+    assert 'Results' not in entries['upernet_caformer_b36_160k_ade20k']
+
+
 @pytest.mark.parametrize('model', MODELS)
 def test_settings_are_the_published_ones(model):
     cfg = load(model)
