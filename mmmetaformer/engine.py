@@ -14,6 +14,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.runner import Runner
 
 from .registry import MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
+from .startup_checks import check_run_settings
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -73,7 +74,33 @@ class CrashSafeRunner(Runner):
     written; and resuming without a path takes the newest complete checkpoint of the work dir, also when the kill
     came between writing it and updating ``last_checkpoint`` (mmengine would then start again from scratch).
     The configs select it with ``runner_type``, so mmdet's, mmseg's and mmpretrain's own ``tools/train.py`` use it too.
+
+    Before the first iteration of ``train()``, ``val()`` and ``test()`` it checks the run's settings against its
+    data and files (:mod:`mmmetaformer.startup_checks`). ``val()`` and ``test()`` also follow mmengine's ``compile``
+    setting, which mmengine's runner only applies to training steps.
     """
+
+    def train(self) -> torch.nn.Module:
+        if self._train_loop is not None:  # built here as super().train() would, to check the data first
+            self._train_loop = self.build_train_loop(self._train_loop)
+            if self._val_loop is not None:
+                self._val_loop = self.build_val_loop(self._val_loop)
+            check_run_settings(self, ['train', 'val'])
+        return super().train()
+
+    def val(self) -> dict:
+        if self._val_loop is not None:
+            self._val_loop = self.build_val_loop(self._val_loop)
+            check_run_settings(self, ['val'])
+            self._maybe_compile('val_step')
+        return super().val()
+
+    def test(self) -> dict:
+        if self._test_loop is not None:
+            self._test_loop = self.build_test_loop(self._test_loop)
+            check_run_settings(self, ['test'])
+            self._maybe_compile('test_step')
+        return super().test()
 
     @master_only
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:

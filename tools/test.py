@@ -6,7 +6,8 @@ import sys
 import torch
 from mmengine.config import Config, ConfigDict
 
-from mmmetaformer.runtime import add_shared_options, build_runner, finish_distributed, load_config, require_data
+from mmmetaformer.runtime import (add_shared_options, build_runner, finish_distributed, load_config, require_data,
+                                  run_checked)
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,7 +90,7 @@ def main() -> None:
         dump_results(cfg, args.out)
     runner = build_runner(cfg)
     check_model_checkpoint(args.checkpoint, runner.model)
-    runner.test()
+    run_checked(runner.test)
     finish_distributed()
 
 
