@@ -113,13 +113,13 @@ def add_shared_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int)
     parser.add_argument('--compile', action='store_true',
-                        help='torch.compile the model\'s training / test steps (mmengine\'s compile setting; another '
-                        'backend than inductor with --cfg-options compile.backend=NAME)')
+                        help='torch.compile the model\'s forward pass (mmengine\'s compile setting; another backend '
+                        'than inductor with --cfg-options compile.backend=NAME)')
 
 
 def load_config(args: argparse.Namespace) -> Config:
     """The config of a tool run, with the options every tool shares (``config``, ``cfg_options``, ``launcher``,
-    ``work_dir``, ``local_rank``) applied."""
+    ``work_dir``, ``local_rank``, ``compile``) applied."""
     if args.local_rank is not None and 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)  # older launchers pass --local_rank
     cfg = Config.fromfile(args.config)
