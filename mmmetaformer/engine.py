@@ -9,11 +9,12 @@ from typing import Optional
 import torch
 from mmengine.dist import master_only
 from mmengine.logging import print_log
-from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
+from mmengine.model import MMDistributedDataParallel, is_model_wrapper, revert_sync_batchnorm
 from mmengine.optim import OptimWrapper
 from mmengine.runner import Runner
 
 from .registry import MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
+from .startup_checks import check_run_settings
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -73,7 +74,45 @@ class CrashSafeRunner(Runner):
     written; and resuming without a path takes the newest complete checkpoint of the work dir, also when the kill
     came between writing it and updating ``last_checkpoint`` (mmengine would then start again from scratch).
     The configs select it with ``runner_type``, so mmdet's, mmseg's and mmpretrain's own ``tools/train.py`` use it too.
+
+    Before the first iteration of ``train()``, ``val()`` and ``test()`` it checks the run's settings against its
+    data and files (:mod:`mmmetaformer.startup_checks`). mmengine's ``compile`` setting compiles the model's forward
+    pass (loss or prediction) for training, validation and test alike: mmengine's runner compiles the whole
+    ``train_step``, optimizer step included, which dynamo fails to trace with mmengine's parameter groups on
+    torch 2.13, and leaves validation and test eager.
     """
+
+    def _maybe_compile(self, target: str) -> None:
+        compile_cfg = self.cfg.get('compile')
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        if not compile_cfg or model._compiled_call_impl is not None:
+            return
+        options = dict(compile_cfg) if isinstance(compile_cfg, dict) else {}
+        model.compile(**options)
+        self.logger.info(f'torch.compile: the model\'s forward pass is compiled ({options or "default options"}); '
+                         'the first iterations of each input shape and mode are slow.')
+
+    def train(self) -> torch.nn.Module:
+        if self._train_loop is not None:  # built here as super().train() would, to check the data first
+            self._train_loop = self.build_train_loop(self._train_loop)
+            if self._val_loop is not None:
+                self._val_loop = self.build_val_loop(self._val_loop)
+            check_run_settings(self, ['train', 'val'])
+        return super().train()
+
+    def val(self) -> dict:
+        if self._val_loop is not None:
+            self._val_loop = self.build_val_loop(self._val_loop)
+            check_run_settings(self, ['val'])
+            self._maybe_compile('val_step')
+        return super().val()
+
+    def test(self) -> dict:
+        if self._test_loop is not None:
+            self._test_loop = self.build_test_loop(self._test_loop)
+            check_run_settings(self, ['test'])
+            self._maybe_compile('test_step')
+        return super().test()
 
     @master_only
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:

@@ -3,7 +3,7 @@ import argparse
 import os
 import os.path as osp
 import sys
-from typing import Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import torch
 from mmengine.config import Config, ConfigDict
@@ -112,17 +112,22 @@ def add_shared_options(parser: argparse.ArgumentParser) -> None:
                         help='override config settings, e.g. model.backbone.init_cfg.checkpoint=/path.pth')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int)
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the model\'s forward pass (mmengine\'s compile setting; another backend '
+                        'than inductor with --cfg-options compile.backend=NAME)')
 
 
 def load_config(args: argparse.Namespace) -> Config:
     """The config of a tool run, with the options every tool shares (``config``, ``cfg_options``, ``launcher``,
-    ``work_dir``, ``local_rank``) applied."""
+    ``work_dir``, ``local_rank``, ``compile``) applied."""
     if args.local_rank is not None and 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)  # older launchers pass --local_rank
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
+    if args.compile and not cfg.get('compile'):
+        cfg.compile = True
     set_work_dir(cfg, args.config, args.work_dir)
     return cfg
 
@@ -147,6 +152,17 @@ def finish_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def run_checked(run: Callable[[], Any]) -> Any:
+    """Run ``runner.train`` or ``runner.test``; if the runner's start-up checks refuse the run (on every process
+    at once), end with their message instead of a traceback."""
+    from .startup_checks import StartupCheckError
+    try:
+        return run()
+    except StartupCheckError as error:
+        finish_distributed()
+        sys.exit(f'error: {error}')
 
 
 def build_runner(cfg: Config):

@@ -7,7 +7,7 @@ from mmengine.config import Config, ConfigDict
 
 from mmmetaformer.checkpoint import check_model_checkpoint
 from mmmetaformer.runtime import (add_shared_options, build_runner, enable_tta, finish_distributed, load_config,
-                                  require_data)
+                                  require_data, run_checked)
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,7 +71,7 @@ def main() -> None:
         check_model_checkpoint(args.checkpoint, runner.model)
     except (OSError, RuntimeError, ValueError) as error:  # unreadable, or not a checkpoint of this model
         sys.exit(f'error: {error}')
-    runner.test()
+    run_checked(runner.test)
     finish_distributed()
 
 

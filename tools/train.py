@@ -3,7 +3,7 @@ import argparse
 import sys
 
 from mmmetaformer.runtime import (add_shared_options, build_runner, enable_amp, finish_distributed, load_config,
-                                  require_data)
+                                  require_data, run_checked)
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,7 +33,7 @@ def main() -> None:
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     require_data(cfg, ['train', 'val'])
-    build_runner(cfg).train()
+    run_checked(build_runner(cfg).train)
     finish_distributed()
 
 

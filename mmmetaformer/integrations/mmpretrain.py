@@ -34,6 +34,7 @@ class MetaFormerClsHead(PretrainedFromAnyLayout, ClsHead):
         super().__init__(init_cfg=init_cfg, **kwargs)
         if head_dropout and not mlp_head:
             raise ValueError('head_dropout is applied inside the MlpHead; it needs mlp_head=True')
+        self.num_classes = num_classes  # as mm heads keep it (the start-up checks compare it with the data)
         self.norm_before_pool = norm_before_pool
         self.norm = nn.GroupNorm(1, in_channels) if norm_before_pool else nn.LayerNorm(in_channels, eps=1e-6)
         self.fc = MlpHead(in_channels, num_classes, head_dropout=head_dropout) if mlp_head else \

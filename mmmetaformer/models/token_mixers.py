@@ -97,7 +97,8 @@ class RandomMixing(nn.Module):
     output-token axes are bilinearly interpolated (align_corners=False) to the new grid, and each row is divided by
     its sum. Interpolation of non-negative weights stays non-negative, so the result is again a proper mixing
     (every output token is a convex combination of input tokens) with the same spatial structure. Resampled
-    matrices are cached per grid and dropped whenever the stored matrix changes.
+    matrices are cached per grid and dropped whenever the stored matrix changes (under ``torch.compile`` the
+    compiled graph resamples instead).
     """
 
     def __init__(self, dim: int, num_tokens: int = 196) -> None:
@@ -115,6 +116,8 @@ class RandomMixing(nn.Module):
         if (height, width) == self.base_grid:
             return self.random_matrix
         matrix = self.random_matrix
+        if torch.compiler.is_compiling():  # the cache key (version, data_ptr) would break the graph: resample in it
+            return self._resample(matrix.detach().float(), height, width).to(matrix.dtype)
         version = -1 if matrix.is_inference() else matrix._version  # inference tensors keep no version counter
         key = (height, width, matrix.device, matrix.dtype, version, matrix.data_ptr())
         cached = self._cache.get(key)
