@@ -19,3 +19,12 @@ def tmp_ckpt(tmp_path):
         torch.save(content, path)
         return str(path)
     return save
+
+
+@pytest.fixture(autouse=True)
+def fresh_default_scope():
+    """Each test starts without mmengine's process-wide default scope, as a new process does: tests that build mm
+    models set one, and mmpretrain's inferencer looks its transforms up in whatever scope is current."""
+    yield
+    from mmengine.registry import DefaultScope
+    DefaultScope._instance_dict.clear()
