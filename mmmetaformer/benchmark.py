@@ -254,7 +254,9 @@ def build_whole_pair(name: str) -> Tuple[nn.Module, nn.Module]:
     ours = registry.build(cfg.model)
     canonical, _, _ = to_canonical({f'backbone.{k}': v for k, v in reference.backbone.state_dict().items()})
     state = {k: v for k, v in reference.state_dict().items() if not k.startswith('backbone.')}
-    state.update(canonical)
+    for key, value in canonical.items():
+        # mmpretrain's classifiers use the last output norm (norm6) as the head's norm: here it is stage 4's
+        state[key.replace('head.norm.', 'backbone.out_norms.3.')] = value
     ours.load_state_dict(state)
     return ours, reference
 
