@@ -70,24 +70,34 @@ def build_norm(cfg: dict, num_channels: int) -> nn.Module:
     return build_module(cfg, num_channels=num_channels)
 
 
+def _sum_of_products(a: Tensor, b: Tensor) -> Tensor:
+    """``(a * b).sum()`` without the product tensor, accumulated in float32 (or float64) also for fp16/bf16 inputs:
+    a scalar gradient sums a whole activation, and loss-scaled fp16 overflows."""
+    if a.dtype in _LOW_PRECISION:
+        a, b = a.float(), b.float()
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
 class _StarReLUFunction(torch.autograd.Function):
-    """StarReLU with one output allocation (the hidden activations are the model's largest tensors); the backward
-    recomputes ``relu(x)`` from the saved input instead of keeping intermediate results."""
+    """StarReLU that keeps ``relu(x)`` for the backward instead of ``x`` (same memory: ``x`` is freed), so the
+    backward is one product ``grad * relu(x)`` reused, in place, for all three gradients."""
 
     @staticmethod
     def forward(ctx, x: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
-        ctx.save_for_backward(x, scale)
-        return torch.relu(x).square_().mul_(scale).add_(bias)
+        relu = torch.relu(x)
+        ctx.save_for_backward(relu, scale)
+        return relu.square().mul_(scale).add_(bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, scale = ctx.saved_tensors
-        relu = torch.relu(x)
-        grad_x = (grad * relu * (2 * scale)).to(x.dtype) if ctx.needs_input_grad[0] else None
-        # The scalar gradients sum over the whole activation: in float32, or loss-scaled fp16 overflows.
-        grad_scale = (grad.float() * relu.float().square()).sum().reshape(1).to(scale.dtype) \
+        relu, scale = ctx.saved_tensors
+        grad_relu = grad * relu
+        # d/dscale = sum(grad * relu^2), d/dbias = sum(grad), d/dx = 2 * scale * grad * relu
+        grad_scale = _sum_of_products(grad_relu, relu).reshape(1).to(scale.dtype) \
             if ctx.needs_input_grad[1] else None
-        grad_bias = grad.float().sum().reshape(1).to(scale.dtype) if ctx.needs_input_grad[2] else None
+        grad_bias = grad.sum(dtype=torch.promote_types(grad.dtype, torch.float32)).reshape(1).to(scale.dtype) \
+            if ctx.needs_input_grad[2] else None
+        grad_x = grad_relu.mul_(2 * scale).to(relu.dtype) if ctx.needs_input_grad[0] else None
         return grad_x, grad_scale, grad_bias
 
 
@@ -134,6 +144,49 @@ class Scale(nn.Module):
         return x * self.scale
 
 
+class _ScaledResidualFunction(torch.autograd.Function):
+    """``x * res_scale + branch * layer_scale`` (either scale may be None) with one output allocation; saves only
+    the inputs that the scales' gradients need."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, branch: Tensor, layer_scale: Optional[Tensor], res_scale: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x if res_scale is not None and res_scale.requires_grad else None,
+                              branch if layer_scale is not None and layer_scale.requires_grad else None,
+                              layer_scale, res_scale)
+        ctx.dtypes = x.dtype, branch.dtype
+        if res_scale is None:
+            return torch.addcmul(x, branch, layer_scale)
+        out = torch.mul(x, res_scale)
+        return out.add_(branch) if layer_scale is None else out.addcmul_(branch, layer_scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, branch, layer_scale, res_scale = ctx.saved_tensors
+        x_dtype, branch_dtype = ctx.dtypes
+        grad_x = grad_branch = grad_layer_scale = grad_res_scale = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad if res_scale is None else grad * res_scale).to(x_dtype)
+        if ctx.needs_input_grad[1]:
+            grad_branch = (grad if layer_scale is None else grad * layer_scale).to(branch_dtype)
+        if ctx.needs_input_grad[2]:
+            grad_layer_scale = _sum_over_all_but_channels(grad, branch).to(layer_scale.dtype)
+        if ctx.needs_input_grad[3]:
+            grad_res_scale = _sum_over_all_but_channels(grad, x).to(res_scale.dtype)
+        return grad_x, grad_branch, grad_layer_scale, grad_res_scale
+
+
+def _sum_over_all_but_channels(grad: Tensor, x: Tensor) -> Tensor:
+    dtype = torch.promote_types(torch.promote_types(grad.dtype, x.dtype), torch.float32)
+    return (grad * x).reshape(-1, x.shape[-1]).sum(0, dtype=dtype)
+
+
+def scaled_residual(x: Tensor, branch: Tensor, layer_scale: Optional[Tensor], res_scale: Optional[Tensor]) -> Tensor:
+    """``x * res_scale + branch * layer_scale`` over channels-last tensors; a scale of None is 1."""
+    if layer_scale is None and res_scale is None:
+        return x + branch
+    return _ScaledResidualFunction.apply(x, branch, layer_scale, res_scale)
+
+
 def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
     """Stochastic depth per sample: zero whole residual branches with probability ``drop_prob``."""
     if drop_prob == 0.0 or not training:
@@ -160,12 +213,13 @@ class DropPath(nn.Module):
 class ChannelLinear(nn.Linear):
     """A Linear layer over the channels of a (B, H, W, C) tensor; state-dict compatible with ``nn.Linear``.
 
-    On the CPU it runs as a 1x1 convolution on the channels-last view, which oneDNN computes 10-20% faster than the
-    equivalent matrix product; elsewhere it is a plain ``F.linear``.
+    In CPU inference it runs as a 1x1 convolution on the channels-last view, which oneDNN computes 10-20% faster
+    than the equivalent matrix product; when gradients are needed (and elsewhere) it is a plain ``F.linear``, whose
+    backward (two matrix products) is faster than the convolution's.
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 4 and x.device.type == 'cpu':
+        if x.dim() == 4 and x.device.type == 'cpu' and not torch.is_grad_enabled():
             weight = self.weight[:, :, None, None]
             return F.conv2d(x.permute(0, 3, 1, 2), weight, self.bias).permute(0, 2, 3, 1)
         return F.linear(x, self.weight, self.bias)
