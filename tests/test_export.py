@@ -245,3 +245,11 @@ test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
     assert f'{image} through the test pipeline (64x128)' in result.stdout  # 90x150 -> 64x107 -> 64x128 (32 | W)
     assert result.stdout.count('agrees within tolerance') == 1 and osp.getsize(out) > 1e6
     assert 'Warning' not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_onnx_benchmark_times_both_sides():
+    """`tools/benchmark.py --onnx` in small: both runtimes timed on the same exported model (no timing goal)."""
+    from mmmetaformer.export.benchmark import compare_onnx_runtime
+    seconds = compare_onnx_runtime('configs/mmpretrain/poolformer_s12_in1k.py', (64, 64), threads=1, iters=1,
+                                   warmup=0)
+    assert set(seconds) == {'pytorch', 'onnxruntime'} and all(value > 0 for value in seconds.values())

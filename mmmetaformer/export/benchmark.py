@@ -9,12 +9,12 @@ the median per-image time is reported.
 """
 import os
 import os.path as osp
-import statistics
 import tempfile
-import time
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import torch
+
+from ..benchmark import median_step_times
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # (label, config relative to the repository, input (H, W)): a backbone with its classifier head, a segmentor, a
@@ -24,19 +24,6 @@ DEFAULT_MODELS: List[Tuple[str, str, Tuple[int, int]]] = [
     ('Semantic FPN PoolFormer-S12', 'configs/mmseg/fpn_poolformer_s12_40k_ade20k.py', (512, 512)),
     ('RetinaNet PoolFormer-S12', 'configs/mmdet/retinanet_poolformer_s12_1x.py', (800, 1344)),
 ]
-
-
-def _median_seconds(steps: Dict[str, Callable[[], object]], iters: int, warmup: int) -> Dict[str, float]:
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: Dict[str, List[float]] = {name: [] for name in steps}
-    for _ in range(iters):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def compare_onnx_runtime(config: str, shape: Tuple[int, int], threads: int = 2, iters: int = 10,
@@ -67,7 +54,7 @@ def compare_onnx_runtime(config: str, shape: Tuple[int, int], threads: int = 2, 
         with torch.inference_mode():
             torch_outputs(model, cfg, x)
 
-    return _median_seconds({'pytorch': run_torch, 'onnxruntime': lambda: session.run(None, feed)}, iters, warmup)
+    return median_step_times({'pytorch': run_torch, 'onnxruntime': lambda: session.run(None, feed)}, iters, warmup)
 
 
 def print_onnx_comparison(threads: int = 2, iters: int = 10, warmup: int = 2,
