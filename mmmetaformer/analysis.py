@@ -61,6 +61,8 @@ def build_model_from_config(cfg: Union[str, Config], device: Union[str, torch.de
     from mmengine.registry import MODELS, DefaultScope
     cfg = _load(cfg)
     model_cfg = copy.deepcopy(cfg.model)
+    if cfg.get('data_preprocessor') is not None:  # mmpretrain configs keep it beside the model, as the Runner takes it
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     model_cfg.pop('pretrained', None)
     if isinstance(model_cfg.get('backbone'), dict):
         model_cfg.backbone.pop('init_cfg', None)

@@ -42,15 +42,13 @@ def build_model(cfg) -> nn.Module:
     """The config's model in eval mode on the CPU, SyncBN reverted to BatchNorm, weights not initialised (no
     download of the ``init_cfg`` checkpoint: the exported weights come from the checkpoint given)."""
     from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.registry import init_default_scope
+
+    from ..analysis import build_model_from_config
     init_default_scope(task_of(cfg))
-    model_cfg = cfg.model.copy()
-    if cfg.get('data_preprocessor') is not None:  # mmpretrain configs keep it beside the model, as the Runner takes it
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     with warnings.catch_warnings():  # mmseg's loss warns about a training setting
         warnings.filterwarnings('ignore', message='Default ``avg_non_ignore`` is False')
-        model = revert_sync_batchnorm(MODELS.build(model_cfg))
-    return model.eval()
+        return revert_sync_batchnorm(build_model_from_config(cfg)).eval()
 
 
 def load_weights(model: nn.Module, checkpoint: str) -> None:
