@@ -87,3 +87,37 @@ def test_bf16_autocast_training_gradients_stay_close_to_fp32(name):
     # bf16 rounds every activation: compare the whole gradient (single sums that cancel are ill-conditioned)
     fp32, bf16 = (torch.cat([g.flatten() for g in gs.values()]) for gs in grads)
     assert torch.nn.functional.cosine_similarity(fp32, bf16, dim=0) > 0.99
+
+
+@pytest.mark.parametrize('with_bias', [False, True])
+@pytest.mark.parametrize('scale_value', [0.8, 0.0])  # a zero scale takes the backward that does not divide by it
+def test_fused_linear_star_relu_values_and_gradients_in_double(with_bias, scale_value):
+    from mmmetaformer.models.layers import _LinearStarReLUFunction
+    x = torch.randn(2, 3, 4, 5, dtype=torch.double, requires_grad=True)
+    weight = torch.randn(6, 5, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(6, dtype=torch.double, requires_grad=True) if with_bias else None
+    scale = torch.tensor([scale_value], dtype=torch.double, requires_grad=True)
+    act_bias = torch.tensor([-0.3], dtype=torch.double, requires_grad=True)
+    out = _LinearStarReLUFunction.apply(x, weight, bias, scale, act_bias)
+    expected = scale * torch.relu(torch.nn.functional.linear(x, weight, bias)) ** 2 + act_bias
+    torch.testing.assert_close(out, expected)
+    assert torch.autograd.gradcheck(_LinearStarReLUFunction.apply, (x, weight, bias, scale, act_bias))
+
+
+def test_linear_act_fuses_star_relu_only_in_float32_cpu_training():
+    from mmmetaformer.models.layers import ChannelLinear, StarReLU, linear_act
+    fc, act = ChannelLinear(16, 64), StarReLU(0.9, -0.2)
+    x = torch.randn(2, 5, 5, 16, requires_grad=True)
+    fused = linear_act(x, fc, act)
+    assert type(fused.grad_fn).__name__ == '_LinearStarReLUFunctionBackward'
+    fused_grads = torch.autograd.grad(fused.square().sum(), [x] + list(fc.parameters()) + list(act.parameters()))
+    plain = act(fc(x))
+    assert type(plain.grad_fn).__name__ == '_StarReLUFunctionBackward'
+    plain_grads = torch.autograd.grad(plain.square().sum(), [x] + list(fc.parameters()) + list(act.parameters()))
+    torch.testing.assert_close(fused, plain)
+    for got, expected in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert type(linear_act(x, fc, act).grad_fn).__name__ != '_LinearStarReLUFunctionBackward'
+    with torch.no_grad():
+        torch.testing.assert_close(linear_act(x, fc, act), plain)
