@@ -121,3 +121,15 @@ def test_linear_act_fuses_star_relu_only_in_float32_cpu_training():
         assert type(linear_act(x, fc, act).grad_fn).__name__ != '_LinearStarReLUFunctionBackward'
     with torch.no_grad():
         torch.testing.assert_close(linear_act(x, fc, act), plain)
+
+
+def test_linear_act_leaves_hooked_modules_to_their_own_forward():
+    from mmmetaformer.models.layers import ChannelLinear, StarReLU, linear_act
+    fc, act = ChannelLinear(16, 64), StarReLU()
+    x = torch.randn(1, 3, 3, 16, requires_grad=True)
+    for hooked in (fc, act):  # e.g. a Grad-CAM target layer
+        seen = []
+        handle = hooked.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+        out = linear_act(x, fc, act)
+        handle.remove()
+        assert seen and type(out.grad_fn).__name__ == '_StarReLUFunctionBackward'
