@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules import module as module_hooks
 
 from ..registry import MODELS, build_module
 
@@ -145,9 +146,8 @@ class _LinearStarReLUFunction(torch.autograd.Function):
 
 
 def _has_global_module_hooks() -> bool:
-    from torch.nn.modules import module
-    return bool(module._global_forward_hooks or module._global_forward_pre_hooks or module._global_backward_hooks
-                or module._global_backward_pre_hooks)
+    return bool(module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks
+                or module_hooks._global_backward_hooks or module_hooks._global_backward_pre_hooks)
 
 
 def _has_hooks(module: nn.Module) -> bool:
