@@ -133,3 +133,43 @@ def test_linear_act_leaves_hooked_modules_to_their_own_forward():
         out = linear_act(x, fc, act)
         handle.remove()
         assert seen and type(out.grad_fn).__name__ == '_StarReLUFunctionBackward'
+
+
+@pytest.mark.parametrize('kernel_size,with_bias', [(7, False), (3, True), (1, True)])
+def test_depthwise_conv_weight_gradient_per_sample_equals_the_convolution_gradient(kernel_size, with_bias):
+    from mmmetaformer.models.layers import DepthwiseConv2d, _DepthwiseConvFunction
+    padding = kernel_size // 2
+    conv = DepthwiseConv2d(16, kernel_size, padding, bias=with_bias)
+    plain = torch.nn.Conv2d(16, 16, kernel_size, padding=padding, groups=16, bias=with_bias)
+    plain.load_state_dict(conv.state_dict())
+    x = torch.randn(3, 9, 11, 16).permute(0, 3, 1, 2).requires_grad_()  # channels-last, as SepConv feeds it
+    out = conv(x)
+    assert type(out.grad_fn).__name__ == '_DepthwiseConvFunctionBackward'
+    grad_out = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x] + list(conv.parameters()), grad_out)
+    expected = torch.autograd.grad(plain(x), [x] + list(plain.parameters()), grad_out)
+    torch.testing.assert_close(out, plain(x))
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+    x64 = torch.randn(2, 16, 6, 7, dtype=torch.double, requires_grad=True)
+    weight = torch.randn(16, 1, kernel_size, kernel_size, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(16, dtype=torch.double, requires_grad=True) if with_bias else None
+    assert torch.autograd.gradcheck(lambda *args: _DepthwiseConvFunction.apply(*args, (padding, padding)),
+                                    (x64, weight, bias))
+
+
+def test_depthwise_conv_leaves_autocast_and_inference_to_nn_conv2d():
+    from mmmetaformer.models.layers import DepthwiseConv2d
+    conv = DepthwiseConv2d(8, 7, 3)
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert type(conv(x).grad_fn).__name__ == 'ConvolutionBackward0'
+    with torch.no_grad():
+        assert conv(x).grad_fn is None
+    seen = []
+    handle = conv.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    assert type(conv(x).grad_fn).__name__ == '_DepthwiseConvFunctionBackward' and seen == [(2, 8, 5, 5)]
+    handle.remove()
+    out = conv(x)
+    with pytest.raises(RuntimeError):  # the fast backward is not differentiable again: an error, never a wrong result
+        torch.autograd.grad(torch.autograd.grad(out.sum(), x, create_graph=True)[0].sum(), conv.weight)

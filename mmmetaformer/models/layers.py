@@ -3,11 +3,12 @@
 All blocks work on channels-last tensors (B, H, W, C), the layout of the official MetaFormer baselines: the MLPs
 are plain GEMMs and the channel norm is a single ``layer_norm`` call.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.nn.modules import module as module_hooks
 
 from ..registry import MODELS, build_module
@@ -301,6 +302,56 @@ class ChannelLinear(nn.Linear):
             weight = self.weight[:, :, None, None]
             return F.conv2d(x.permute(0, 3, 1, 2), weight, self.bias).permute(0, 2, 3, 1)
         return F.linear(x, self.weight, self.bias)
+
+
+class _DepthwiseConvFunction(torch.autograd.Function):
+    """Stride-1 depthwise convolution whose weight gradient runs as forward depthwise convolutions.
+
+    oneDNN has no depthwise kernel for the channels-last weight gradient: it runs a grouped kernel padded to 16x16
+    channel blocks, 3-12x slower than the forward. The weight gradient is itself a depthwise convolution per
+    sample, of the input with the output gradient as kernel (``k x k`` outputs per channel), which oneDNN's fast
+    forward kernel computes; the samples' results are summed.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Tuple[int, int]) -> Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        return F.conv2d(x, weight, bias, padding=padding, groups=weight.shape[0])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        channels, padding = weight.shape[0], ctx.padding
+        grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], list(padding), [1, 1], False,
+                                                     [0, 0], channels, [True, False, False])[0] if need_x else None
+        grad_weight = None
+        if need_weight:
+            for sample in range(x.shape[0]):  # x[i] convolved with grad[i] as a (C, 1, H, W) kernel: (1, C, k, k)
+                part = F.conv2d(x[sample:sample + 1], grad[sample].unsqueeze(1), padding=padding, groups=channels)
+                grad_weight = part if grad_weight is None else grad_weight.add_(part)
+            grad_weight = grad_weight.reshape(weight.shape)
+        grad_bias = grad.sum((0, 2, 3)) if need_bias else None
+        return grad_x, grad_weight, grad_bias, None
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise ``nn.Conv2d`` (stride 1, same state dict) whose CPU float32 training takes the faster weight
+    gradient of :class:`_DepthwiseConvFunction`; everything else runs as ``nn.Conv2d``."""
+
+    def __init__(self, channels: int, kernel_size: int, padding: int, bias: bool = False) -> None:
+        super().__init__(channels, channels, kernel_size, padding=padding, groups=channels, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (torch.is_grad_enabled() and x.device.type == 'cpu' and x.dtype == torch.float32
+                and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
+                and not torch.compiler.is_compiling()):
+            return _DepthwiseConvFunction.apply(x, self.weight, self.bias, self.padding)
+        return super().forward(x)
 
 
 class Mlp(nn.Module):

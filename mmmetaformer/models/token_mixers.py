@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import MODELS
-from .layers import ChannelLinear, StarReLU, linear_act
+from .layers import ChannelLinear, DepthwiseConv2d, StarReLU, linear_act
 
 
 @MODELS.register_module()
@@ -54,7 +54,7 @@ class SepConv(nn.Module):
         hidden = int(expansion_ratio * dim)
         self.pwconv1 = ChannelLinear(dim, hidden, bias=bias)
         self.act1 = StarReLU(inplace=True)
-        self.dwconv = nn.Conv2d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden, bias=bias)
+        self.dwconv = DepthwiseConv2d(hidden, kernel_size, padding=kernel_size // 2, bias=bias)
         self.pwconv2 = ChannelLinear(hidden, dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
