@@ -334,7 +334,7 @@ class _DepthwiseConvFunction(torch.autograd.Function):
             for sample in range(x.shape[0]):  # x[i] convolved with grad[i] as a (C, 1, H, W) kernel: (1, C, k, k)
                 part = F.conv2d(x[sample:sample + 1], grad[sample].unsqueeze(1), padding=padding, groups=channels)
                 grad_weight = part if grad_weight is None else grad_weight.add_(part)
-            grad_weight = grad_weight.reshape(weight.shape)
+            grad_weight = torch.zeros_like(weight) if grad_weight is None else grad_weight.reshape(weight.shape)
         grad_bias = grad.sum((0, 2, 3)) if need_bias else None
         return grad_x, grad_weight, grad_bias, None
 
