@@ -308,9 +308,9 @@ class _DepthwiseConvFunction(torch.autograd.Function):
     """Stride-1 depthwise convolution whose weight gradient runs as forward depthwise convolutions.
 
     oneDNN has no depthwise kernel for the channels-last weight gradient: it runs a grouped kernel padded to 16x16
-    channel blocks, 3-12x slower than the forward. The weight gradient is itself a depthwise convolution per
-    sample, of the input with the output gradient as kernel (``k x k`` outputs per channel), which oneDNN's fast
-    forward kernel computes; the samples' results are summed.
+    channel blocks, about 10x slower than the forward at the models' shapes. The weight gradient is itself a
+    depthwise convolution per sample, of the input with the output gradient as kernel (``k x k`` outputs per
+    channel), which oneDNN's fast forward kernel computes; the samples' results are summed.
     """
 
     @staticmethod
