@@ -156,11 +156,17 @@ def _has_hooks(module: nn.Module) -> bool:
                 or module._backward_pre_hooks)
 
 
+def _cpu_fp32_training(x: Tensor, weight: Tensor) -> bool:
+    """Whether the hand-written CPU training Functions apply: float32 eager autograd on the CPU (autocast and
+    ``torch.compile`` keep the plain ops)."""
+    return (torch.is_grad_enabled() and x.device.type == 'cpu' and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
+            and not torch.compiler.is_compiling())
+
+
 def _fusable(x: Tensor, linear: nn.Linear, act: nn.Module) -> bool:
     # Hooked modules (Grad-CAM targets, feature recorders) must see their own calls: the fused path skips them.
-    return (isinstance(act, StarReLU) and torch.is_grad_enabled() and x.device.type == 'cpu'
-            and x.dtype == torch.float32 and linear.weight.dtype == torch.float32
-            and not torch.is_autocast_enabled('cpu') and not torch.compiler.is_compiling()
+    return (isinstance(act, StarReLU) and _cpu_fp32_training(x, linear.weight)
             and not _has_hooks(linear) and not _has_hooks(act) and not _has_global_module_hooks())
 
 
@@ -347,9 +353,7 @@ class DepthwiseConv2d(nn.Conv2d):
         super().__init__(channels, channels, kernel_size, padding=padding, groups=channels, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if (torch.is_grad_enabled() and x.device.type == 'cpu' and x.dtype == torch.float32
-                and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
-                and not torch.compiler.is_compiling()):
+        if _cpu_fp32_training(x, self.weight):
             return _DepthwiseConvFunction.apply(x, self.weight, self.bias, self.padding)
         return super().forward(x)
 
