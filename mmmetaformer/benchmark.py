@@ -29,6 +29,8 @@ from torch import Tensor, nn
 Step = Callable[[], None]
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TIMM_MODELS = ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18', 'caformer_s18']
+# The dense-prediction input of the detectors' published setup: four stage outputs of a 2x3x800x1333 batch.
+DENSE_BATCH, DENSE_SIZE = 2, (800, 1333)
 # Whole models and the config each is built from (relative to the repository's configs/).
 WHOLE_MODELS = {
     'retinanet': 'mmdet/retinanet_poolformer_s12_1x.py',
@@ -73,6 +75,7 @@ class Options:
     iters: int = 10
     warmup: int = 3
     memory: bool = True
+    profile: int = 0  # > 0: print the top operators of each side's step (torch.profiler)
 
 
 @dataclass
@@ -134,10 +137,25 @@ def peak_memory_mb(step: Step, device: str = 'cpu') -> float:
     return peak / 2**20
 
 
+def print_profile(name: str, step: Step, device: str, top: int) -> None:
+    """Print the ``top`` operators of one call of ``step`` by their own time on ``device`` (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == 'cuda' else [])
+    with profile(activities=activities) as prof:
+        step()
+        _synchronize(device)
+    sort_by = 'self_cuda_time_total' if device == 'cuda' else 'self_cpu_time_total'
+    print(f'--- profile: {name}', flush=True)
+    print(prof.key_averages().table(sort_by=sort_by, row_limit=top), flush=True)
+
+
 def compare(model: str, mode: str, setting: Setting, reference: str, steps: Dict[str, Step], images: int,
             options: Options) -> Row:
     """Time (and measure the memory of) ``steps['ours']`` and ``steps[reference]`` side by side."""
     seconds = median_step_times(steps, options.iters, options.warmup, setting.device)
+    if options.profile:
+        for key, step in steps.items():
+            print_profile(f'{model} {mode} {setting.describe()} {key}', step, setting.device, options.profile)
     peaks = {key: peak_memory_mb(step, setting.device) for key, step in steps.items()} if options.memory else {}
     return Row(model, mode, setting, reference, images / seconds['ours'], images / seconds[reference],
                peaks.get('ours'), peaks.get(reference))
@@ -219,6 +237,30 @@ def backbone_rows(options: Options, setting: Setting, train: bool) -> Iterator[R
             else:
                 steps[key] = inference_step(module, forward, x, setting)
         yield compare(name, 'train' if train else 'inference', setting, 'timm', steps, options.batch_size, options)
+
+
+def dense_rows(options: Options, setting: Setting) -> Iterator[Row]:
+    """Training steps of the four stage outputs (with our output norms; timm ``features_only``) of a
+    ``DENSE_BATCH`` x 3 x 800 x 1333 batch: the backbone's work in a detector at the published input size. Both
+    sides have their own random weights (speed does not depend on them)."""
+    import timm
+
+    from .models import FAMILIES
+    height, width = options.whole_size or DENSE_SIZE
+    for name in options.models:
+        family, arch = name.split('_')
+        ours = FAMILIES[family](arch=arch, out_indices=(0, 1, 2, 3))
+        reference = timm.create_model(name, pretrained=False, features_only=True, out_indices=(0, 1, 2, 3))
+        x = torch.randn(DENSE_BATCH, 3, height, width, device=setting.device)
+        if setting.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        steps = {}
+        for key, module in (('ours', ours), ('timm', reference)):
+            module = _prepare(module, setting)
+            forward = _maybe_compile(module, setting)
+            steps[key] = training_step(
+                module, lambda f=forward: sum(out.float().mean() for out in f(x)), setting)
+        yield compare(f'{name} {height}x{width}', 'dense', setting, 'timm', steps, DENSE_BATCH, options)
 
 
 # ------------------------------------------------------------------------------------------------ whole models
@@ -324,6 +366,7 @@ def whole_model_rows(options: Options, setting: Setting) -> Iterator[Row]:
 MODES: Dict[str, Callable[[Options, Setting], Iterable[Row]]] = {
     'inference': lambda options, setting: backbone_rows(options, setting, train=False),
     'train': lambda options, setting: backbone_rows(options, setting, train=True),
+    'dense': dense_rows,
     'whole': whole_model_rows,
 }
 

@@ -218,7 +218,8 @@ def test_autocast_optim_wrapper_runs_the_forward_in_bf16_with_fp32_norms():
 
 
 def test_star_relu_values_and_gradients():
-    from mmmetaformer.models.layers import StarReLU, _StarReLUFunction
+    from mmmetaformer.models.fast_paths import _StarReLUFunction
+    from mmmetaformer.models.layers import StarReLU
     act = StarReLU(scale_value=0.8, bias_value=-0.3).double()
     x = torch.randn(2, 3, 4, 5, dtype=torch.double, requires_grad=True)
     torch.testing.assert_close(act(x), 0.8 * torch.relu(x) ** 2 - 0.3)
@@ -243,7 +244,7 @@ def test_a_model_cast_to_bf16_runs_with_fp32_norm_statistics(name):
 
 
 def test_star_relu_scalar_gradients_do_not_overflow_in_fp16():
-    from mmmetaformer.models.layers import _StarReLUFunction
+    from mmmetaformer.models.fast_paths import _StarReLUFunction
     x = (torch.rand(64, 64, 64) * 8).half().requires_grad_()
     scale = torch.ones(1, requires_grad=True)
     bias = torch.zeros(1, requires_grad=True)

@@ -5,9 +5,11 @@
     python tools/benchmark.py --modes whole                     # RetinaNet and Semantic FPN vs mmpretrain's PoolFormer
     python tools/benchmark.py --modes whole --whole-models retinanet --whole-size 512 640 --compile
     python tools/benchmark.py --onnx                            # onnxruntime vs PyTorch: classifier, segmentor, detector
+    python tools/benchmark.py --device cuda --modes dense --models caformer_s18   # four stages at 2x3x800x1333
 
 Modes: ``inference`` and ``train`` compare backbones with timm (same weights; a training step is forward, backward
-and AdamW); ``whole`` compares whole detectors/segmentors (``--whole-models``, at their published input sizes unless
+and AdamW); ``dense`` compares the four-stage training step at the detectors' input size (2x3x800x1333 unless
+``--whole-size``) with timm's ``features_only`` model; ``whole`` compares whole detectors/segmentors (``--whole-models``, at their published input sizes unless
 ``--whole-size``) with the same model on mmpretrain's PoolFormer. The two sides alternate in one process and the
 median step is reported, with each side's peak memory during a step. ``--compile`` adds torch.compile rows;
 on a GPU, fp16 and bf16 autocast rows run channels-last. See ``mmmetaformer/benchmark.py``.
@@ -57,6 +59,8 @@ def main() -> None:
     parser.add_argument('--amp', action='store_true', help='also bf16 autocast rows on the CPU')
     parser.add_argument('--compile', action='store_true', help='also torch.compile rows (both sides compiled)')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory step')
+    parser.add_argument('--profile', type=int, default=0, metavar='N',
+                        help='also print the N operators that take the most time in each side\'s step')
     parser.add_argument('--onnx', action='store_true', help='instead: the exported ONNX graphs in onnxruntime '
                         'against PyTorch on the CPU (a classifier, a segmentor, a detector; --threads, --iters, '
                         '--warmup apply)')
@@ -70,7 +74,7 @@ def main() -> None:
     options = Options(models=args.models, whole_models=args.whole_models, batch_size=args.batch_size,
                       size=args.size, whole_batch_size=args.whole_batch_size,
                       whole_size=tuple(args.whole_size) if args.whole_size else None, iters=args.iters,
-                      warmup=args.warmup, memory=not args.no_memory)
+                      warmup=args.warmup, memory=not args.no_memory, profile=args.profile)
     print(f'torch {torch.__version__}, {args.threads} CPU threads; backbones: batch {args.batch_size}, '
           f'{args.size}x{args.size}; whole models: batch {args.whole_batch_size}; img/s (median step), peak MiB')
     print(benchmark.HEADER, flush=True)

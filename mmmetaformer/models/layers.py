@@ -1,17 +1,18 @@
 """Building blocks shared by every MetaFormer: norms, activations, scales, MLPs.
 
 All blocks work on channels-last tensors (B, H, W, C), the layout of the official MetaFormer baselines: the MLPs
-are plain GEMMs and the channel norm is a single ``layer_norm`` call.
+are plain GEMMs and the channel norm is a single ``layer_norm`` call. Where the fastest form of a step depends on
+the device, the dtype or the compiler, the block calls :mod:`mmmetaformer.models.fast_paths`, which also holds the
+switch back to plain PyTorch math.
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
-from torch.nn.modules import module as module_hooks
 
 from ..registry import MODELS, build_module
+from . import fast_paths
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -72,109 +73,11 @@ def build_norm(cfg: dict, num_channels: int) -> nn.Module:
     return build_module(cfg, num_channels=num_channels)
 
 
-def _sum_of_products(a: Tensor, b: Tensor) -> Tensor:
-    """``(a * b).sum()`` without the product tensor, accumulated in float32 (or float64) also for fp16/bf16 inputs:
-    a scalar gradient sums a whole activation, and loss-scaled fp16 overflows."""
-    if a.dtype in _LOW_PRECISION:
-        a, b = a.float(), b.float()
-    return torch.dot(a.reshape(-1), b.reshape(-1))
-
-
-def _star_relu_grads(grad: Tensor, relu: Tensor, scale: Tensor, needs_input_grad: tuple):
-    """Gradients of ``scale * relu ** 2 + bias`` for its input, ``scale`` and ``bias`` from the saved ``relu``:
-    d/dx = 2 * scale * grad * relu, d/dscale = sum(grad * relu^2), d/dbias = sum(grad)."""
-    need_x, need_scale, need_bias = needs_input_grad
-    twice_scale = 2 * scale.item() if relu.device.type == 'cpu' else 0.0  # no device sync on the CPU
-    if twice_scale != 0.0:  # 2 * scale * grad * relu in one pass
-        grad_x = torch.addcmul(grad.new_zeros(()), grad, relu, value=twice_scale)
-        grad_scale = _sum_of_products(grad_x, relu).div_(twice_scale) if need_scale else None
-    else:
-        grad_relu = grad * relu
-        grad_scale = _sum_of_products(grad_relu, relu) if need_scale else None
-        grad_x = grad_relu.mul_(2 * scale)
-    grad_scale = grad_scale.reshape(1).to(scale.dtype) if need_scale else None
-    grad_bias = grad.sum(dtype=torch.promote_types(grad.dtype, torch.float32)).reshape(1).to(scale.dtype) \
-        if need_bias else None
-    return (grad_x.to(relu.dtype) if need_x else None), grad_scale, grad_bias
-
-
-def _star_relu_from_relu(relu: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
-    if relu.device.type == 'cpu':  # one pass: bias + scale * relu * relu
-        return torch.addcmul(bias.to(relu.dtype), relu, relu, value=scale.item())
-    return relu.square().mul_(scale).add_(bias)
-
-
-class _StarReLUFunction(torch.autograd.Function):
-    """StarReLU that keeps ``relu(x)`` for the backward instead of ``x`` (same memory: ``x`` is freed); on the CPU
-    the forward is two passes over the activation instead of four and the input gradient one pass."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
-        relu = torch.relu(x)
-        ctx.save_for_backward(relu, scale)
-        return _star_relu_from_relu(relu, scale, bias)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        relu, scale = ctx.saved_tensors
-        return _star_relu_grads(grad, relu, scale, ctx.needs_input_grad)
-
-
-class _LinearStarReLUFunction(torch.autograd.Function):
-    """``StarReLU(linear(x))`` for float32 training on the CPU. The ReLU overwrites the fresh product in place
-    (the pre-activation is never needed again), which saves allocating and writing another tensor the size of
-    the block's widest activation; the backward is the same math as ``F.linear`` then :class:`_StarReLUFunction`.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], scale: Tensor, act_bias: Tensor) -> Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        relu = (rows.mm(weight.t()) if bias is None else torch.addmm(bias, rows, weight.t())).relu_()
-        ctx.save_for_backward(rows, weight, relu, scale)
-        ctx.input_shape = x.shape
-        return _star_relu_from_relu(relu, scale, act_bias).reshape(*x.shape[:-1], weight.shape[0])
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        rows, weight, relu, scale = ctx.saved_tensors
-        need_x, need_weight, need_bias, need_scale, need_act_bias = ctx.needs_input_grad
-        grad_pre, grad_scale, grad_act_bias = _star_relu_grads(
-            grad.reshape(relu.shape), relu, scale, (need_x or need_weight or need_bias, need_scale, need_act_bias))
-        grad_x = grad_pre.mm(weight).reshape(ctx.input_shape) if need_x else None
-        grad_weight = grad_pre.t().mm(rows) if need_weight else None
-        grad_bias = grad_pre.sum(0) if need_bias else None
-        return grad_x, grad_weight, grad_bias, grad_scale, grad_act_bias
-
-
-def _has_global_module_hooks() -> bool:
-    return bool(module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks
-                or module_hooks._global_backward_hooks or module_hooks._global_backward_pre_hooks)
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks)
-
-
-def _cpu_fp32_training(x: Tensor, weight: Tensor) -> bool:
-    """Whether the hand-written CPU training Functions apply: float32 eager autograd on the CPU (autocast and
-    ``torch.compile`` keep the plain ops)."""
-    return (torch.is_grad_enabled() and x.device.type == 'cpu' and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
-            and not torch.compiler.is_compiling())
-
-
-def _fusable(x: Tensor, linear: nn.Linear, act: nn.Module) -> bool:
-    # Hooked modules (Grad-CAM targets, feature recorders) must see their own calls: the fused path skips them.
-    return (isinstance(act, StarReLU) and _cpu_fp32_training(x, linear.weight)
-            and not _has_hooks(linear) and not _has_hooks(act) and not _has_global_module_hooks())
-
-
 def linear_act(x: Tensor, linear: nn.Linear, act: nn.Module) -> Tensor:
     """``act(linear(x))``; a StarReLU after a channel Linear in float32 CPU training runs fused (see
-    :class:`_LinearStarReLUFunction`)."""
-    if _fusable(x, linear, act):
-        return _LinearStarReLUFunction.apply(x, linear.weight, linear.bias, act.scale, act.bias)
+    :func:`~mmmetaformer.models.fast_paths.fuses_linear_star_relu`)."""
+    if isinstance(act, StarReLU) and fast_paths.fuses_linear_star_relu(x, linear, act):
+        return fast_paths.linear_star_relu(x, linear, act.scale, act.bias)
     return act(linear(x))
 
 
@@ -193,12 +96,7 @@ class StarReLU(nn.Module):
         self.bias = nn.Parameter(torch.full((1, ), bias_value))
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.compiler.is_compiling():  # the compiler fuses the plain expression itself
-            return self.scale * torch.relu(x).square() + self.bias
-        if not torch.is_grad_enabled():
-            out = x.relu_() if self.inplace else torch.relu(x)
-            return out.square_().mul_(self.scale).add_(self.bias)
-        return _StarReLUFunction.apply(x, self.scale, self.bias)
+        return fast_paths.star_relu(x, self.scale, self.bias, self.inplace)
 
 
 @MODELS.register_module()
@@ -221,51 +119,6 @@ class Scale(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.scale
-
-
-class _ScaledResidualFunction(torch.autograd.Function):
-    """``x * res_scale + branch * layer_scale`` (either scale may be None) with one output allocation; saves only
-    the inputs that the scales' gradients need."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, branch: Tensor, layer_scale: Optional[Tensor], res_scale: Optional[Tensor]) -> Tensor:
-        ctx.save_for_backward(x if res_scale is not None and res_scale.requires_grad else None,
-                              branch if layer_scale is not None and layer_scale.requires_grad else None,
-                              layer_scale, res_scale)
-        ctx.dtypes = x.dtype, branch.dtype
-        if res_scale is None:
-            return torch.addcmul(x, branch, layer_scale)
-        if layer_scale is None:
-            return torch.addcmul(branch, x, res_scale)
-        out = torch.mul(x, res_scale)
-        return out.addcmul_(branch, layer_scale)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, branch, layer_scale, res_scale = ctx.saved_tensors
-        x_dtype, branch_dtype = ctx.dtypes
-        grad_x = grad_branch = grad_layer_scale = grad_res_scale = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (grad if res_scale is None else grad * res_scale).to(x_dtype)
-        if ctx.needs_input_grad[1]:
-            grad_branch = (grad if layer_scale is None else grad * layer_scale).to(branch_dtype)
-        if ctx.needs_input_grad[2]:
-            grad_layer_scale = _sum_over_all_but_channels(grad, branch).to(layer_scale.dtype)
-        if ctx.needs_input_grad[3]:
-            grad_res_scale = _sum_over_all_but_channels(grad, x).to(res_scale.dtype)
-        return grad_x, grad_branch, grad_layer_scale, grad_res_scale
-
-
-def _sum_over_all_but_channels(grad: Tensor, x: Tensor) -> Tensor:
-    dtype = torch.promote_types(torch.promote_types(grad.dtype, x.dtype), torch.float32)
-    return (grad * x).reshape(-1, x.shape[-1]).sum(0, dtype=dtype)
-
-
-def scaled_residual(x: Tensor, branch: Tensor, layer_scale: Optional[Tensor], res_scale: Optional[Tensor]) -> Tensor:
-    """``x * res_scale + branch * layer_scale`` over channels-last tensors; a scale of None is 1."""
-    if layer_scale is None and res_scale is None:
-        return x + branch
-    return _ScaledResidualFunction.apply(x, branch, layer_scale, res_scale)
 
 
 def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
@@ -292,70 +145,22 @@ class DropPath(nn.Module):
 
 
 class ChannelLinear(nn.Linear):
-    """A Linear layer over the channels of a (B, H, W, C) tensor; state-dict compatible with ``nn.Linear``.
-
-    On the CPU it runs as a 1x1 convolution on the channels-last view where oneDNN beats the matrix product: in
-    inference always (10-20% faster), in training only for layers with a side of at most 64 channels (the
-    tall-skinny products of the first stage, which then trains 5-6% faster; for wider layers the matrix product's
-    backward wins).
-    """
-
-    NARROW_CHANNELS = 64
+    """A Linear layer over the channels of a (B, H, W, C) tensor; state-dict compatible with ``nn.Linear``. On the
+    CPU it may run as a 1x1 convolution (see :func:`~mmmetaformer.models.fast_paths.channel_linear`)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 4 and x.device.type == 'cpu' and (
-                not torch.is_grad_enabled() or min(self.in_features, self.out_features) <= self.NARROW_CHANNELS):
-            weight = self.weight[:, :, None, None]
-            return F.conv2d(x.permute(0, 3, 1, 2), weight, self.bias).permute(0, 2, 3, 1)
-        return F.linear(x, self.weight, self.bias)
-
-
-class _DepthwiseConvFunction(torch.autograd.Function):
-    """Stride-1 depthwise convolution whose weight gradient runs as forward depthwise convolutions.
-
-    oneDNN has no depthwise kernel for the channels-last weight gradient: it runs a grouped kernel padded to 16x16
-    channel blocks, about 10x slower than the forward at the models' shapes. The weight gradient is itself a
-    depthwise convolution per sample, of the input with the output gradient as kernel (``k x k`` outputs per
-    channel), which oneDNN's fast forward kernel computes; the samples' results are summed.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Tuple[int, int]) -> Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
-        ctx.save_for_backward(x, weight)
-        ctx.padding = padding
-        return F.conv2d(x, weight, bias, padding=padding, groups=weight.shape[0])
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):
-        x, weight = ctx.saved_tensors
-        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
-        grad = grad.contiguous(memory_format=torch.channels_last)
-        channels, padding = weight.shape[0], ctx.padding
-        grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], list(padding), [1, 1], False,
-                                                     [0, 0], channels, [True, False, False])[0] if need_x else None
-        grad_weight = None
-        if need_weight:
-            for sample in range(x.shape[0]):  # x[i] convolved with grad[i] as a (C, 1, H, W) kernel: (1, C, k, k)
-                part = F.conv2d(x[sample:sample + 1], grad[sample].unsqueeze(1), padding=padding, groups=channels)
-                grad_weight = part if grad_weight is None else grad_weight.add_(part)
-            grad_weight = torch.zeros_like(weight) if grad_weight is None else grad_weight.reshape(weight.shape)
-        grad_bias = grad.sum((0, 2, 3)) if need_bias else None
-        return grad_x, grad_weight, grad_bias, None
+        return fast_paths.channel_linear(x, self)
 
 
 class DepthwiseConv2d(nn.Conv2d):
-    """A depthwise ``nn.Conv2d`` (stride 1, same state dict) whose CPU float32 training takes the faster weight
-    gradient of :class:`_DepthwiseConvFunction`; everything else runs as ``nn.Conv2d``."""
+    """A depthwise ``nn.Conv2d`` (stride 1, same state dict) whose CPU float32 training takes a faster weight
+    gradient (see :func:`~mmmetaformer.models.fast_paths.depthwise_conv`)."""
 
     def __init__(self, channels: int, kernel_size: int, padding: int, bias: bool = False) -> None:
         super().__init__(channels, channels, kernel_size, padding=padding, groups=channels, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if _cpu_fp32_training(x, self.weight):
-            return _DepthwiseConvFunction.apply(x, self.weight, self.bias, self.padding)
-        return super().forward(x)
+        return fast_paths.depthwise_conv(x, self)
 
 
 class Mlp(nn.Module):

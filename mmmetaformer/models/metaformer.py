@@ -10,7 +10,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..checkpoint import NAMED_WEIGHTS, PretrainedFromAnyLayout, official_weights_url
 from ..registry import MODELS, build_module
-from .layers import DropPath, Mlp, Scale, build_norm, scaled_residual
+from .fast_paths import scaled_residual
+from .layers import DropPath, Mlp, Scale, build_norm
 
 NUM_STAGES = 4
 ConfigOrList = Union[dict, Sequence[dict]]
@@ -73,22 +74,9 @@ class MetaFormerBlock(nn.Module):
 
     @staticmethod
     def _residual(x: Tensor, branch: Tensor, layer_scale: nn.Module, res_scale: nn.Module) -> Tensor:
-        """``res_scale(x) + layer_scale(branch)``. With autograd: one fused Function (one output allocation, saves
-        only what the scale gradients need); without: computed in the branch's fresh output tensor (no new
-        allocation: large fresh tensors cost page faults on the CPU)."""
-        layer_scale = layer_scale.scale if isinstance(layer_scale, Scale) else None
-        res_scale = res_scale.scale if isinstance(res_scale, Scale) else None
-        if torch.compiler.is_compiling():  # the compiler fuses the plain expression itself
-            return (x if res_scale is None else x * res_scale) + \
-                (branch if layer_scale is None else branch * layer_scale)
-        if torch.is_grad_enabled():
-            return scaled_residual(x, branch, layer_scale, res_scale)
-        scales = [s for s in (layer_scale, res_scale) if s is not None]
-        if branch.data_ptr() == x.data_ptr() or any(t.dtype != branch.dtype for t in [x] + scales):
-            return scaled_residual(x, branch, layer_scale, res_scale)  # in place would change the result dtype
-        if layer_scale is not None:
-            branch.mul_(layer_scale)
-        return branch.addcmul_(x, res_scale) if res_scale is not None else branch.add_(x)
+        """``res_scale(x) + layer_scale(branch)`` (see :func:`~mmmetaformer.models.fast_paths.scaled_residual`)."""
+        return scaled_residual(x, branch, layer_scale.scale if isinstance(layer_scale, Scale) else None,
+                               res_scale.scale if isinstance(res_scale, Scale) else None)
 
 
 class MetaFormerStage(nn.Module):
