@@ -43,11 +43,14 @@ PUBLISHED_SIZES = {'retinanet': (800, 1333), 'mask_rcnn': (800, 1333), 'semantic
 
 @dataclass
 class Setting:
-    """How a row runs: device, precision (``fp32`` or autocast ``fp16``/``bf16``), memory format, compilation."""
+    """How a row runs: device, precision (``fp32`` or autocast ``fp16``/``bf16``), memory format, compilation
+    (``compiled``: both sides with ``torch.compile``; ``compiled_blocks``: ours with ``compile_blocks=True``, the
+    reference eager)."""
     device: str = 'cpu'
     precision: str = 'fp32'
     channels_last: bool = False
     compiled: bool = False
+    compiled_blocks: bool = False
 
     def autocast(self):
         if self.precision == 'fp32':
@@ -59,7 +62,7 @@ class Setting:
         parts = [self.device, self.precision]
         if self.channels_last:
             parts.append('channels-last')
-        parts.append('compiled' if self.compiled else 'eager')
+        parts.append('compiled' if self.compiled else 'blocks-compiled' if self.compiled_blocks else 'eager')
         return ' '.join(parts)
 
 
@@ -249,7 +252,7 @@ def dense_rows(options: Options, setting: Setting) -> Iterator[Row]:
     height, width = options.whole_size or DENSE_SIZE
     for name in options.models:
         family, arch = name.split('_')
-        ours = FAMILIES[family](arch=arch, out_indices=(0, 1, 2, 3))
+        ours = FAMILIES[family](arch=arch, out_indices=(0, 1, 2, 3), compile_blocks=setting.compiled_blocks)
         reference = timm.create_model(name, pretrained=False, features_only=True, out_indices=(0, 1, 2, 3))
         x = torch.randn(DENSE_BATCH, 3, height, width, device=setting.device)
         if setting.channels_last:

@@ -70,3 +70,23 @@ def test_compiled_training_gives_the_eager_losses(tmp_path, backend):
     expected, losses = logged_losses(eager), logged_losses(compiled)
     assert len(losses) == len(expected) == 3
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(expected), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['poolformerv2_s12', 'caformer_s18'])
+def test_compiled_blocks_give_the_eager_outputs_and_gradients(name):
+    from mmmetaformer.models import FAMILIES as BY_NAME
+    family, arch = name.split('_')
+    torch.manual_seed(0)
+    eager = BY_NAME[family](arch=arch, out_indices=(0, 3))
+    compiled = BY_NAME[family](arch=arch, out_indices=(0, 3), compile_blocks=dict(backend='aot_eager'))
+    compiled.load_state_dict(eager.state_dict())  # the state dict of compiled blocks keeps its keys
+    assert compiled.stages[1].blocks[0]._compiled_call_impl is not None
+    x = torch.randn(2, 3, 64, 96)
+    results = []
+    for model in (eager, compiled):
+        loss = sum(out.square().mean() for out in model(x))
+        loss.backward()
+        results.append((loss.detach(), {k: p.grad for k, p in model.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    for key, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][key], grad, rtol=1e-4, atol=1e-6, msg=key)

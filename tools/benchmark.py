@@ -23,9 +23,10 @@ from mmmetaformer import benchmark
 from mmmetaformer.benchmark import MODES, PUBLISHED_SIZES, TIMM_MODELS, Options, Setting
 
 
-def settings(device: str, amp: bool, compile_too: bool):
+def settings(device: str, amp: bool, compile_too: bool, compile_blocks: bool, precisions):
     """The rows to run: fp32 eager on each device; CPU bf16 autocast with --amp; GPU fp16/bf16 autocast
-    channels-last always; each also compiled with --compile."""
+    channels-last always; each also compiled with --compile, and with our blocks compiled with --compile-blocks;
+    only the ``precisions`` asked for."""
     devices = ['cpu', 'cuda'] if device == 'all' else [device]
     for dev in devices:
         if dev == 'cuda' and not torch.cuda.is_available():
@@ -35,10 +36,12 @@ def settings(device: str, amp: bool, compile_too: bool):
             variants.append(Setting(dev, 'bf16'))
         if dev == 'cuda':
             variants += [Setting(dev, precision, channels_last=True) for precision in ('fp16', 'bf16')]
-        for setting in variants:
+        for setting in (variant for variant in variants if variant.precision in precisions):
             yield setting
             if compile_too:
                 yield Setting(setting.device, setting.precision, setting.channels_last, compiled=True)
+            if compile_blocks:
+                yield Setting(setting.device, setting.precision, setting.channels_last, compiled_blocks=True)
 
 
 def main() -> None:
@@ -58,6 +61,10 @@ def main() -> None:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--amp', action='store_true', help='also bf16 autocast rows on the CPU')
     parser.add_argument('--compile', action='store_true', help='also torch.compile rows (both sides compiled)')
+    parser.add_argument('--compile-blocks', action='store_true',
+                        help='also rows with our backbone built with compile_blocks=True (timm eager)')
+    parser.add_argument('--precisions', nargs='+', choices=['fp32', 'fp16', 'bf16'], default=['fp32', 'fp16', 'bf16'],
+                        help='only these rows (fp16/bf16: autocast rows, on the GPU or with --amp)')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory step')
     parser.add_argument('--profile', type=int, default=0, metavar='N',
                         help='also print the N operators that take the most time in each side\'s step')
@@ -79,7 +86,7 @@ def main() -> None:
           f'{args.size}x{args.size}; whole models: batch {args.whole_batch_size}; img/s (median step), peak MiB')
     print(benchmark.HEADER, flush=True)
     try:
-        for setting in settings(args.device, args.amp, args.compile):
+        for setting in settings(args.device, args.amp, args.compile, args.compile_blocks, args.precisions):
             for mode in args.modes:
                 for row in MODES[mode](options, setting):
                     print(benchmark.format_row(row), flush=True)

@@ -103,6 +103,7 @@ run_rows() {
 run_rows --modes inference --models "${MODELS[@]}" --batch-size "$INFER_BATCH"
 run_rows --modes train --models "${MODELS[@]}" --batch-size "$TRAIN_BATCH"
 run_rows --modes dense --models "${MODELS[@]:0:4}"
+run_rows --modes dense --models caformer_s18 --precisions bf16 --compile-blocks
 if [[ $WHOLE == 1 ]]; then
     run_rows --modes whole --whole-models retinanet mask_rcnn semantic_fpn
 fi

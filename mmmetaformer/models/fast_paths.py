@@ -265,18 +265,31 @@ NARROW_CHANNELS = 64
 
 
 def channel_linear(x: Tensor, linear: nn.Linear) -> Tensor:
-    """A Linear over the last axis of a (B, H, W, C) tensor.
+    """A Linear over the last axis of a (B, H, W, C) tensor, as a 1x1 convolution on the channels-last view where
+    that is faster.
 
-    On the CPU it runs as a 1x1 convolution on the channels-last view where oneDNN beats the matrix product: in
-    inference always (10-20% faster), in training only for layers with a side of at most ``NARROW_CHANNELS``
-    channels (the tall-skinny products of the first stage, which then trains 5-6% faster; for wider layers the
-    matrix product's backward wins).
+    On the CPU, where oneDNN beats the matrix product: in inference always (10-20% faster), in training only for
+    layers with a side of at most ``NARROW_CHANNELS`` channels (the tall-skinny products of the first stage, which
+    then trains 5-6% faster; for wider layers the matrix product's backward wins). On a GPU, in float32 without
+    autocast, where cuDNN may use TF32 (see :func:`_conv_runs_tf32_on_gpu`).
     """
-    if (_Switch.enabled and x.dim() == 4 and _on_cpu(x) and not torch.compiler.is_compiling() and (
-            not torch.is_grad_enabled() or min(linear.in_features, linear.out_features) <= NARROW_CHANNELS)):
+    if _Switch.enabled and x.dim() == 4 and not torch.compiler.is_compiling() and (
+            _conv_beats_linear_on_cpu(x, linear) if _on_cpu(x) else _conv_runs_tf32_on_gpu(x)):
         weight = linear.weight[:, :, None, None]
         return F.conv2d(x.permute(0, 3, 1, 2), weight, linear.bias).permute(0, 2, 3, 1)
     return F.linear(x, linear.weight, linear.bias)
+
+
+def _conv_beats_linear_on_cpu(x: Tensor, linear: nn.Linear) -> bool:
+    return not torch.is_grad_enabled() or min(linear.in_features, linear.out_features) <= NARROW_CHANNELS
+
+
+def _conv_runs_tf32_on_gpu(x: Tensor) -> bool:
+    """float32 on a GPU: PyTorch's defaults let cuDNN convolutions use TF32 tensor cores but not matrix products,
+    so a 1x1 convolution is the faster form of the same Linear (the form timm's models take). Follows the two
+    settings: with ``torch.backends.cudnn.allow_tf32 = False`` (or TF32 matrix products allowed) it is a Linear."""
+    return (x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
+            and torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32)
 
 
 class _DepthwiseConvFunction(torch.autograd.Function):
