@@ -377,9 +377,9 @@ MODES: Dict[str, Callable[[Options, Setting], Iterable[Row]]] = {
 def format_row(row: Row) -> str:
     def mb(value: Optional[float]) -> str:
         return '-' if value is None else f'{value:.0f}'
-    return (f'{row.model:<34}{row.mode:<11}{row.setting.describe():<26}{row.reference:<12}{row.ours_rate:>9.2f}'
+    return (f'{row.model:<34}{row.mode:<11}{row.setting.describe():<40}{row.reference:<12}{row.ours_rate:>9.2f}'
             f'{row.reference_rate:>9.2f}{row.ratio:>8.2f}x{mb(row.ours_peak_mb):>10}{mb(row.reference_peak_mb):>10}')
 
 
-HEADER = (f"{'model':<34}{'mode':<11}{'setting':<26}{'reference':<12}{'ours':>9}{'ref':>9}{'ratio':>9}"
+HEADER = (f"{'model':<34}{'mode':<11}{'setting':<40}{'reference':<12}{'ours':>9}{'ref':>9}{'ratio':>9}"
           f"{'ours MiB':>10}{'ref MiB':>10}")

@@ -94,7 +94,7 @@ if [[ $QUICK == 1 ]]; then
     INFER_BATCH=64 TRAIN_BATCH=32 ITERS=(--iters 5 --warmup 2)
 else
     MODELS=(poolformer_s12 poolformerv2_s12 convformer_s18 caformer_s18 caformer_b36 poolformer_m48)
-    INFER_BATCH=256 TRAIN_BATCH=128 ITERS=(--iters 10 --warmup 3)
+    INFER_BATCH=256 TRAIN_BATCH=128 ITERS=(--iters 6 --warmup 2)
 fi
 run_rows() {
     say "benchmark: ${*}"

@@ -6,8 +6,8 @@ import sys
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'tools')
 MODELS = ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18', 'caformer_s18']
-ROW = re.compile(r'^(\S+)\s+(inference|train)\s+cuda (fp32|fp16|bf16)(?: channels-last)? eager\s+timm\s+'
-                 r'([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+(\d+)\s+(\d+)$')
+ROW = re.compile(r'^(\S+)\s+(inference|train|dense)\s+cuda (fp32|fp16|bf16)(?: channels-last)? (?:eager|compiled|'
+                 r'blocks-compiled)\s+timm\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+(\d+)\s+(\d+)$')
 
 
 def test_benchmark_rows_run_to_the_end_on_the_gpu():
