@@ -71,7 +71,7 @@ def test_declared_output_shapes_are_what_onnxruntime_returns(kind, dynamic, tmp_
     export_onnx(build_export_model(model, cfg), path, shape, dynamic)
     onnx.checker.check_model(path, full_check=True)
     session = inference_session(path)
-    declared = declared_shapes(session)
+    declared = declared_shapes(path)
     assert declared == expected_shapes(kind, shape, dynamic)
     inputs = [example_input(shape)] + ([example_input(second, 2, seed=1)] if dynamic else [])
     for x in inputs:
@@ -97,6 +97,22 @@ def test_shape_problems_finds_every_kind_of_mismatch():
     assert shape_problems(dict(declared, labels=['batch', None]), good) == [
         'labels: declared shape (batch, ?), onnxruntime returned (2, 7) (where batch=2, height=64, width=48, '
         'detections=7)']
+
+
+def test_verify_fails_on_an_output_that_is_not_of_its_declared_shape(tmp_path):
+    """A declared shape that onnxruntime only warns about (VerifyOutputSizes) fails ``--verify``."""
+    from mmmetaformer.export import build_export_model
+    from mmmetaformer.export.exporter import example_input, export_onnx
+    from mmmetaformer.export.verify import verify_onnx
+    cfg, model = build('classifier')
+    path = str(tmp_path / 'classifier.onnx')
+    export_onnx(build_export_model(model, cfg), path, (64, 64))
+    graph = onnx.load(path)
+    graph.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 1
+    onnx.save(graph, path)
+    report = verify_onnx(model, cfg, path, example_input((64, 64)))
+    assert not report.ok and report.problems == [
+        'scores: declared shape (1, 1), onnxruntime returned (1, 1000)'], str(report)
 
 
 def test_cuda_provider_is_refused_where_onnxruntime_lacks_it(tmp_path):

@@ -148,10 +148,20 @@ def onnx_outputs(path: str, input: Tensor, provider: str = 'cpu') -> Dict[str, n
     return run_session(inference_session(path, provider), input)
 
 
-def declared_shapes(session) -> Dict[str, List[Union[int, str, None]]]:
-    """The shapes the graph declares for its inputs and outputs, by name: a number for a fixed size, a name for a
-    varying one, None where the graph declares nothing."""
-    return {arg.name: list(arg.shape) for arg in session.get_inputs() + session.get_outputs()}
+def declared_shapes(path: str) -> Dict[str, List[Union[int, str, None]]]:
+    """The shapes an exported file declares for its inputs and outputs, by name: a number for a fixed size, a name
+    for a varying one, None where it declares nothing. Read from the file: an onnxruntime session's own shapes are
+    its inference merged over the declaration."""
+    import onnx
+    graph = onnx.load(path, load_external_data=False).graph
+    return {value.name: [_declared_size(dim) for dim in value.type.tensor_type.shape.dim]
+            for value in list(graph.input) + list(graph.output)}
+
+
+def _declared_size(dim) -> Union[int, str, None]:
+    if dim.HasField('dim_value'):
+        return dim.dim_value
+    return dim.dim_param if dim.HasField('dim_param') else None
 
 
 def shape_problems(declared: Dict[str, Sequence[Union[int, str, None]]],
@@ -264,7 +274,7 @@ def verify_onnx(model: nn.Module, cfg, path: str, input: Tensor,  # noqa: A002
     actual = run_session(session, input)
     report = compare_outputs(task_of(cfg), torch_outputs(model, cfg, input), actual)
     returned = {INPUT_NAME: tuple(input.shape), **{name: np.shape(value) for name, value in actual.items()}}
-    report.problems += shape_problems(declared_shapes(session), returned)
+    report.problems += shape_problems(declared_shapes(path), returned)
     return report
 
 
