@@ -8,6 +8,8 @@ The graph takes ``input``: float32 (N, 3, H, W), the image as the config's test 
 unnormalised, channel order as loaded); normalisation, channel flip and padding are inside. Outputs: classifiers
 ``scores`` (probabilities), segmentors ``seg_logits`` at input size, detectors ``dets`` [x1, y1, x2, y2, score] and
 ``labels`` (Mask R-CNN also ``masks``), all as ``predict(..., rescale=False)`` gives them (README, "Deploy to ONNX").
+--verify also checks that the outputs have the shapes the graph declares; ``--provider cuda`` runs the check on
+onnxruntime's CUDA execution provider.
 
 Default input size (--shape): the size of --image after the test pipeline; else the test pipeline's fixed size
 where it has one (224 or 384 for the classifiers), else 512x512 for segmentors and 800x1344 for detectors.
@@ -37,6 +39,9 @@ def parse_args() -> argparse.Namespace:
                         'largest differences, exit 1 beyond tolerance')
     parser.add_argument('--image', help='with --verify: an image file, put through the config\'s test pipeline '
                         '(default: a random image)')
+    parser.add_argument('--provider', choices=('cpu', 'cuda'), default='cpu',
+                        help='with --verify: the onnxruntime execution provider that runs the file (cuda needs '
+                        'onnxruntime-gpu; default cpu)')
     return parser.parse_args()
 
 
@@ -46,11 +51,14 @@ def main() -> None:
         sys.exit('error: --image is the input of --verify; add --verify')
     if args.image and not osp.isfile(args.image):
         sys.exit(f'error: image {args.image} does not exist')
+    if args.provider != 'cpu' and not args.verify:
+        sys.exit('error: --provider is the onnxruntime provider of --verify; add --verify')
     from mmmetaformer.export.exporter import (DEFAULT_OPSET, ExportError, default_input_shape, export_onnx, prepare,
                                               quiet_mm_logs)
     quiet_mm_logs()
-    from mmmetaformer.export.verify import load_image, verify_inputs, verify_onnx
+    from mmmetaformer.export.verify import check_provider, load_image, verify_inputs, verify_onnx
     try:
+        provider = check_provider(args.provider) if args.verify else None
         cfg, model, wrapper = prepare(args.config, args.checkpoint, args.cfg_options)
         image = load_image(cfg, args.image) if args.image else None
         if args.shape:
@@ -65,8 +73,11 @@ def main() -> None:
     print(f'wrote {args.out}: input {shape[0]}x{shape[1]} ({dynamic}), outputs {", ".join(wrapper.output_names)}')
     agree = True
     for description, batch in inputs:
-        report = verify_onnx(model, cfg, args.out, batch)
-        print(f'onnxruntime vs PyTorch on {description}:\n{report}')
+        try:
+            report = verify_onnx(model, cfg, args.out, batch, args.provider)
+        except RuntimeError as error:  # the provider did not start
+            sys.exit(f'error: {error}')
+        print(f'onnxruntime ({provider}) vs PyTorch on {description}:\n{report}')
         agree = agree and report.ok
     sys.exit(0 if agree else 1)
 

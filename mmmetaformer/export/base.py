@@ -6,14 +6,16 @@ from torch import Tensor, nn
 INPUT_NAME = 'input'
 # Names of the input's dynamic axes under ``--dynamic``; outputs that follow the input use the same names.
 BATCH, HEIGHT, WIDTH = 'batch', 'height', 'width'
+INPUT_AXES = (BATCH, HEIGHT, WIDTH)
 
 
 class ExportModule(nn.Module):
     """A whole mm model as one traceable graph: ``forward(input)`` takes the raw image batch (float32 (N, 3, H, W),
     unnormalised, channel order as loaded) and returns a tuple of tensors named by ``output_names``.
 
-    Subclasses set ``output_names`` and ``output_axes`` (for each output, its axes that vary with the input under
-    ``--dynamic``, e.g. ``{'scores': {0: BATCH}}``), ``dynamic_batch`` (False when the graph only handles N = 1)
+    Subclasses set ``output_names`` and ``output_axes`` (for each output, its axes that vary: with the input under
+    ``--dynamic`` when named by an input axis, e.g. ``{'scores': {0: BATCH}}``, with the data in every export when
+    named otherwise, e.g. the number of detections), ``dynamic_batch`` (False when the graph only handles N = 1)
     and ``fixed_size_reason`` (why a traced graph holds only for the traced input size, if it does: ``--dynamic``
     is then refused with it).
     """
@@ -26,13 +28,13 @@ class ExportModule(nn.Module):
         raise NotImplementedError
 
     def dynamic_axes(self, dynamic: bool) -> Dict[str, Dict[int, str]]:
-        """``torch.onnx.export``'s ``dynamic_axes``: empty for a fixed-size export, else the input's H and W (and N
-        when ``dynamic_batch``) and the outputs' axes that follow them."""
-        if not dynamic:
-            return {}
-        input_axes = {2: HEIGHT, 3: WIDTH}
-        if self.dynamic_batch:
-            input_axes[0] = BATCH
-        outputs = {name: {axis: label for axis, label in axes.items() if label != BATCH or self.dynamic_batch}
+        """``torch.onnx.export``'s ``dynamic_axes``, also the graph's declared output shapes (every other axis has
+        its traced size): the outputs' data-dependent axes; with ``dynamic`` also the input's H and W (and N when
+        ``dynamic_batch``) and the outputs' axes that follow them."""
+        input_axes = {}
+        if dynamic:
+            input_axes = {2: HEIGHT, 3: WIDTH, **({0: BATCH} if self.dynamic_batch else {})}
+        varying = set(input_axes.values())
+        outputs = {name: {axis: label for axis, label in axes.items() if label in varying or label not in INPUT_AXES}
                    for name, axes in self.output_axes.items()}
-        return {INPUT_NAME: input_axes, **{name: axes for name, axes in outputs.items() if axes}}
+        return {name: axes for name, axes in {INPUT_NAME: input_axes, **outputs}.items() if axes}

@@ -13,7 +13,7 @@ import re
 import sys
 import traceback
 import warnings
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -223,15 +223,47 @@ def export_onnx(wrapper: ExportModule, out: str, shape: Tuple[int, int], dynamic
     directory = osp.dirname(osp.abspath(out))
     if not osp.isdir(directory):
         raise ExportError(f'the output folder {directory} does not exist')
+    traced = {}
+    hook = wrapper.register_forward_hook(
+        lambda module, args, outputs: traced.update(zip(wrapper.output_names, (o.shape for o in outputs))))
+    dynamic_axes = wrapper.dynamic_axes(dynamic)
     try:
         with _quiet_exporter(), exportable_modules(wrapper), torch.no_grad():
             torch.onnx.export(wrapper, (x, ), out, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                              output_names=list(wrapper.output_names), dynamic_axes=wrapper.dynamic_axes(dynamic),
+                              output_names=list(wrapper.output_names), dynamic_axes=dynamic_axes,
                               do_constant_folding=True)
     except Exception as error:  # noqa: BLE001  (tracing and ONNX translation fail with many types)
         with exportable_modules(wrapper):
             raise _explain_failure(error, wrapper, x, config) from error
-    onnx.checker.check_model(out)
+    finally:
+        hook.remove()
+    declare_output_shapes(out, traced, dynamic_axes)
+    onnx.checker.check_model(out, full_check=True)
+
+
+def declare_output_shapes(path: str, traced: Dict[str, Sequence[int]],
+                          dynamic_axes: Dict[str, Dict[int, str]]) -> None:
+    """Set the declared shape of each output of the ONNX file ``path``: its ``traced`` size on every axis, the
+    axis's name on the axes that vary (``dynamic_axes``).
+
+    The legacy exporter's own shape inference does not know the sizes that follow a data-dependent count (the rows
+    NonMaxSuppression keeps): it gives them unrelated symbols or wrong numbers (Mask R-CNN's ``masks`` as
+    (N, 1, H, W)), which onnxruntime only warns about and runtimes that trust the declared shapes reject. Strict ONNX shape inference with data propagation then fails where the graph computes
+    another static size than declared.
+    """
+    import onnx
+    model = onnx.load(path)
+    for output in model.graph.output:
+        axes = dynamic_axes.get(output.name, {})
+        shape = output.type.tensor_type.shape
+        del shape.dim[:]
+        for axis, size in enumerate(traced[output.name]):
+            if axis in axes:
+                shape.dim.add().dim_param = axes[axis]
+            else:
+                shape.dim.add().dim_value = int(size)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    onnx.save(model, path)
 
 
 def prepare(config_path: str, checkpoint: str, cfg_options: Optional[dict] = None):

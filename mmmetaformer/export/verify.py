@@ -4,10 +4,12 @@ The PyTorch side is the mm model itself, not the export wrapper: the raw image g
 ``data_preprocessor`` and ``predict(..., rescale=False)`` (mmseg: ``ori_shape`` = the input size), and the
 predictions are converted to the graph's outputs (:func:`torch_outputs`). :func:`compare_outputs` applies the
 tolerances of the contract: classifier probabilities and segmentor logits to 1e-4; detections: the same number per
-image, the same labels, boxes to 1e-2 px, scores to 1e-3, mask IoU above 0.98.
+image, the same labels, boxes to 1e-2 px, scores to 1e-3, mask IoU above 0.98. Every output must also have the
+shape the graph declares (:func:`shape_problems`). onnxruntime runs on its CPU or, where it has it, its CUDA
+execution provider (``PROVIDERS``).
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ LOGIT_TOL = 1e-4
 BOX_TOL = 1e-2
 SCORE_TOL = 1e-3
 MIN_MASK_IOU = 0.98
+PROVIDERS = {'cpu': 'CPUExecutionProvider', 'cuda': 'CUDAExecutionProvider'}
 
 
 @dataclass
@@ -107,13 +110,82 @@ def torch_outputs(model: nn.Module, cfg, input: Tensor) -> Dict[str, Tensor]:  #
     return dict(seg_logits=torch.stack([r.seg_logits.data for r in results]))
 
 
-def onnx_outputs(path: str, input: Tensor) -> Dict[str, np.ndarray]:  # noqa: A002
-    """Run an exported file in onnxruntime (CPU) on a raw image batch; the outputs by name."""
+def check_provider(provider: str) -> str:
+    """onnxruntime's name of the execution provider ``provider`` ('cpu' or 'cuda'); RuntimeError where this
+    onnxruntime does not have it."""
     import onnxruntime as ort
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    if provider not in PROVIDERS:
+        raise ValueError(f'unknown onnxruntime provider {provider!r}: one of {sorted(PROVIDERS)}')
+    name, available = PROVIDERS[provider], ort.get_available_providers()
+    if name not in available:
+        raise RuntimeError(f'onnxruntime {ort.__version__} has no {name} (it has {", ".join(available)}): the CUDA '
+                           f'provider needs the onnxruntime-gpu package built for the installed CUDA')
+    return name
+
+
+def inference_session(path: str, provider: str = 'cpu'):
+    """An onnxruntime session of an exported file on ``provider`` ('cpu' or 'cuda'). On CUDA, operators without a
+    CUDA kernel run on the CPU, and TF32 is off so that the tolerances of float32 apply."""
+    import onnxruntime as ort
+    name = check_provider(provider)
+    providers = [name] if provider == 'cpu' else [(name, {'use_tf32': '0'}), PROVIDERS['cpu']]
+    session = ort.InferenceSession(path, providers=providers)
+    if name not in session.get_providers():  # onnxruntime falls back to the CPU when a provider fails to start
+        raise RuntimeError(f'onnxruntime could not start {name} (see its log above); the session has '
+                           f'{session.get_providers()}')
+    return session
+
+
+def run_session(session, input: Tensor) -> Dict[str, np.ndarray]:  # noqa: A002
+    """The outputs of an onnxruntime session on a raw image batch, by name."""
     names = [output.name for output in session.get_outputs()]
-    values = session.run(names, {INPUT_NAME: input.float().numpy()})
-    return dict(zip(names, values))
+    return dict(zip(names, session.run(names, {INPUT_NAME: input.float().numpy()})))
+
+
+def onnx_outputs(path: str, input: Tensor, provider: str = 'cpu') -> Dict[str, np.ndarray]:  # noqa: A002
+    """Run an exported file in onnxruntime (``provider`` 'cpu' or 'cuda') on a raw image batch; the outputs by
+    name."""
+    return run_session(inference_session(path, provider), input)
+
+
+def declared_shapes(path: str) -> Dict[str, List[Union[int, str, None]]]:
+    """The shapes an exported file declares for its inputs and outputs, by name: a number for a fixed size, a name
+    for a varying one, None where it declares nothing. Read from the file: an onnxruntime session's own shapes are
+    its inference merged over the declaration."""
+    import onnx
+    graph = onnx.load(path, load_external_data=False).graph
+    return {value.name: [_declared_size(dim) for dim in value.type.tensor_type.shape.dim]
+            for value in list(graph.input) + list(graph.output)}
+
+
+def _declared_size(dim) -> Union[int, str, None]:
+    if dim.HasField('dim_value'):
+        return dim.dim_value
+    return dim.dim_param if dim.HasField('dim_param') else None
+
+
+def shape_problems(declared: Dict[str, Sequence[Union[int, str, None]]],
+                   returned: Dict[str, Sequence[int]]) -> List[str]:
+    """Where the shapes of a run's input and outputs (``returned``, by name) differ from the ``declared`` ones: a
+    number must be the size returned, a name must stand for one size throughout the run, every axis declared."""
+    problems, sizes = [], {}
+    for name, shape in returned.items():
+        dims = declared[name]
+        if len(dims) != len(shape) or not all([_fits(dim, size, sizes) for dim, size in zip(dims, shape)]):
+            named = ', '.join(f'{dim}={size}' for dim, size in sizes.items())
+            problems.append(f'{name}: declared shape {_shape_text(dims)}, onnxruntime returned {tuple(shape)}'
+                            + (f' (where {named})' if named else ''))
+    return problems
+
+
+def _fits(dim: Union[int, str, None], size: int, sizes: Dict[str, int]) -> bool:
+    if isinstance(dim, str):
+        return sizes.setdefault(dim, size) == size
+    return dim == size
+
+
+def _shape_text(dims: Sequence[Union[int, str, None]]) -> str:
+    return '(' + ', '.join('?' if dim is None else str(dim) for dim in dims) + ')'
 
 
 def _max_abs_diff(expected: Tensor, actual: np.ndarray) -> float:
@@ -194,9 +266,16 @@ def compare_outputs(task: str, expected: Dict[str, Tensor], actual: Dict[str, np
     return report
 
 
-def verify_onnx(model: nn.Module, cfg, path: str, input: Tensor) -> VerifyReport:  # noqa: A002
-    """Run ``path`` in onnxruntime and the model in PyTorch on the same raw image batch and compare."""
-    return compare_outputs(task_of(cfg), torch_outputs(model, cfg, input), onnx_outputs(path, input))
+def verify_onnx(model: nn.Module, cfg, path: str, input: Tensor,  # noqa: A002
+                provider: str = 'cpu') -> VerifyReport:
+    """Run ``path`` in onnxruntime (on ``provider``, 'cpu' or 'cuda') and the model in PyTorch (CPU) on the same
+    raw image batch, compare the outputs and check their shapes against the graph's declared ones."""
+    session = inference_session(path, provider)
+    actual = run_session(session, input)
+    report = compare_outputs(task_of(cfg), torch_outputs(model, cfg, input), actual)
+    returned = {INPUT_NAME: tuple(input.shape), **{name: np.shape(value) for name, value in actual.items()}}
+    report.problems += shape_problems(declared_shapes(path), returned)
+    return report
 
 
 def load_image(cfg, image: str, shape: Optional[tuple] = None) -> Tensor:
