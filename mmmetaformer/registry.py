@@ -25,7 +25,7 @@ def build_module(cfg: dict, **kwargs):
 OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='mmmetaformer',
                           locations=['mmmetaformer.engine'])
 OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
-                                      scope='mmmetaformer', locations=['mmmetaformer.optim'])
+                                      scope='mmmetaformer', locations=['mmmetaformer.engine'])
 MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='mmmetaformer',
                           locations=['mmmetaformer.engine'])
 RUNNERS = Registry('runner', parent=MMENGINE_RUNNERS, scope='mmmetaformer', locations=['mmmetaformer.engine'])

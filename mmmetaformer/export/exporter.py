@@ -44,7 +44,7 @@ def build_model(cfg) -> nn.Module:
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
 
-    from ..analysis import build_model_from_config
+    from ..utils.complexity import build_model_from_config
     init_default_scope(task_of(cfg))
     with warnings.catch_warnings():  # mmseg's loss warns about a training setting
         warnings.filterwarnings('ignore', message='Default ``avg_non_ignore`` is False')
@@ -53,7 +53,7 @@ def build_model(cfg) -> nn.Module:
 
 def load_weights(model: nn.Module, checkpoint: str) -> None:
     """Load a checkpoint of exactly this model (file or URL), refusing one that does not fit it."""
-    from ..checkpoint import check_model_checkpoint
+    from ..models.utils.checkpoint_layouts import check_model_checkpoint
     state_dict = check_model_checkpoint(checkpoint, model)
     expected = model.state_dict()
     model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=True)
@@ -61,7 +61,7 @@ def load_weights(model: nn.Module, checkpoint: str) -> None:
 
 def config_test_pipeline(cfg) -> list:
     """The steps of the config's test (else validation) dataset pipeline."""
-    from ..runtime import _datasets
+    from ..utils.cli import _datasets
     loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
     for dataset in _datasets(loader.get('dataset') if loader else None):
         if dataset.get('pipeline'):

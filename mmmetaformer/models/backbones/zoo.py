@@ -3,7 +3,7 @@ from typing import List, Tuple
 
 import torch
 
-from ..checkpoint import BACKBONE, StateDict
+from ..utils.checkpoint_layouts import BACKBONE, StateDict
 from .caformer import CAFormer
 from .convformer import ConvFormer
 from .identityformer import IdentityFormer

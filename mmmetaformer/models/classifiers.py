@@ -7,8 +7,8 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.models.heads import ClsHead
 from torch import Tensor, nn
 
-from ..checkpoint import HEAD, PretrainedFromAnyLayout, detect_layout, to_canonical
-from ..models.layers import MlpHead
+from .utils.checkpoint_layouts import HEAD, PretrainedFromAnyLayout, detect_layout, to_canonical
+from .layers import MlpHead
 from ..registry import MODELS
 
 

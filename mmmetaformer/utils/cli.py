@@ -157,7 +157,7 @@ def finish_distributed() -> None:
 def run_checked(run: Callable[[], Any]) -> Any:
     """Run ``runner.train`` or ``runner.test``; if the runner's start-up checks refuse the run (on every process
     at once), end with their message instead of a traceback."""
-    from .startup_checks import StartupCheckError
+    from ..engine.hooks.startup_checks import StartupCheckError
     try:
         return run()
     except StartupCheckError as error:

@@ -188,8 +188,8 @@ def build_backbone_pair(name: str) -> Tuple[nn.Module, nn.Module]:
     weights."""
     import timm
 
-    from .checkpoint import to_canonical
-    from .models import FAMILIES
+    from ..models.utils.checkpoint_layouts import to_canonical
+    from ..models import FAMILIES
     family, arch = name.split('_')
     if family not in FAMILIES:
         raise ValueError(f'unknown model {name!r}; families: {", ".join(FAMILIES)}')
@@ -235,7 +235,7 @@ def build_whole_pair(name: str) -> Tuple[nn.Module, nn.Module]:
     from mmengine.registry import init_default_scope
 
     import mmpretrain.models  # noqa: F401  (registers mmpretrain.PoolFormer)
-    from .checkpoint import to_canonical
+    from ..models.utils.checkpoint_layouts import to_canonical
     scope = 'mmseg' if name == 'semantic_fpn' else 'mmdet'
     init_default_scope(scope)
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS

@@ -113,7 +113,7 @@ def stop_on_problems(problems: List[str]) -> None:
 
 def classes_named_in_config(runner, split: str) -> bool:
     """Whether the config names the classes of the ``split`` data set (``metainfo.classes`` or ``classes``)."""
-    from .runtime import _datasets
+    from ...utils.cli import _datasets
     loader = runner.cfg.get(f'{split}_dataloader') or {}
     return any('classes' in (leaf.get('metainfo') or {}) or 'classes' in leaf
                for leaf in _datasets(loader.get('dataset')))

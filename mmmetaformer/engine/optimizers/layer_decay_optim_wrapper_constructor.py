@@ -18,8 +18,8 @@ from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 
-from .models.metaformer import MetaFormer
-from .registry import OPTIM_WRAPPER_CONSTRUCTORS
+from ...models.metaformer import MetaFormer
+from ...registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 
 def metaformer_layer_id(name: str, depths: List[int]) -> int:

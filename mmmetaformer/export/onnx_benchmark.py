@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from ..benchmark import median_step_times
+from ..utils.benchmark import median_step_times
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # (label, config relative to the repository, input (H, W)): a backbone with its classifier head, a segmentor, a

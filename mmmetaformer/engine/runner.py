@@ -13,8 +13,8 @@ from mmengine.model import MMDistributedDataParallel, is_model_wrapper, revert_s
 from mmengine.optim import OptimWrapper
 from mmengine.runner import Runner
 
-from .registry import MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
-from .startup_checks import check_run_settings
+from ..registry import MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
+from .hooks.startup_checks import check_run_settings
 
 
 @OPTIM_WRAPPERS.register_module()

@@ -14,8 +14,8 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from torch import Tensor, nn
 
-from .inference import build_inferencer, load_model_config
-from .models.metaformer import NUM_STAGES, Downsampling, MetaFormer, MetaFormerBlock, MetaFormerStage, Stem
+from ..apis.inference import build_inferencer, load_model_config
+from ..models.metaformer import NUM_STAGES, Downsampling, MetaFormer, MetaFormerBlock, MetaFormerStage, Stem
 
 # Names of the methods of the grad-cam package that work on any MetaFormer layer with one forward/backward pass.
 CAM_METHODS = {'GradCAM': 'GradCAM', 'GradCAM++': 'GradCAMPlusPlus', 'XGradCAM': 'XGradCAM', 'EigenCAM': 'EigenCAM',

@@ -1,0 +1,3 @@
+from .startup_checks import StartupCheckError, check_run_settings
+
+__all__ = ['StartupCheckError', 'check_run_settings']
