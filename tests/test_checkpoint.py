@@ -239,7 +239,7 @@ def serve_folder():
 @pytest.mark.parametrize('case', ['official file', 'official url', 'other size', 'offline url', 'not a checkpoint'])
 def test_test_tool_refuses_checkpoints_that_do_not_fit_the_model(tmp_ckpt, tmp_path, serve_folder, case):
     """Loaded by mmengine, these would only warn and the test would measure partly random weights."""
-    from mmmetaformer.demo_data import make_imagenet_folders
+    from mmmetaformer.testing import make_imagenet_folders
     imagenet = make_imagenet_folders(str(tmp_path / 'imagenet'))
     official = tmp_ckpt(build_reference('poolformer_s12').state_dict(), 'poolformer_s12.pth.tar')
     config, expected = 'configs/mmpretrain/poolformer_s12_in1k.py', ['sail_v1 layout', 'tools/convert_checkpoint.py']
@@ -269,7 +269,7 @@ def test_test_tool_refuses_checkpoints_that_do_not_fit_the_model(tmp_ckpt, tmp_p
 
 
 def test_named_weights_are_the_official_urls_of_the_family_and_arch():
-    from mmmetaformer.checkpoint import official_weights_url
+    from mmmetaformer.models.utils import official_weights_url
     hf = 'https://huggingface.co/sail/dl/resolve/main'
     assert official_weights_url('caformer', 's18', 'in21k') == f'{hf}/caformer/caformer_s18_in21k.pth'
     assert official_weights_url('convformer', 'b36', 'in21ft1k') == f'{hf}/convformer/convformer_b36_in21ft1k.pth'
@@ -302,12 +302,12 @@ def test_in21k_switch_of_a_config_loads_the_official_file(config, weights, class
     detection, and gets the reference's stage outputs."""
     from mmengine.config import Config
 
-    from mmmetaformer import checkpoint
+    from mmmetaformer.models.utils import weight_loading
     reference = build_reference('caformer_s18', num_classes=classes)
     path = tmp_ckpt(reference.state_dict())
     url = f'https://huggingface.co/sail/dl/resolve/main/caformer/caformer_s18_{weights}.pth'
-    read = checkpoint.read_checkpoint
-    monkeypatch.setattr(checkpoint, 'read_checkpoint',
+    read = weight_loading.read_checkpoint
+    monkeypatch.setattr(weight_loading, 'read_checkpoint',
                         lambda location, setting=None: read(path) if location == url else pytest.fail(location))
     cfg = Config.fromfile(osp.join(ROOT, 'configs', config))
     cfg.merge_from_dict({'model.backbone.init_cfg.checkpoint': weights, 'model.backbone.norm_outputs': False})

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
+from mmmetaformer.utils import stack
 from conftest import ROOT
-from mmmetaformer import compat
 
 
 def fake_versions(monkeypatch, versions):
@@ -14,41 +14,41 @@ def fake_versions(monkeypatch, versions):
         if name in versions:
             return versions[name]
         raise metadata.PackageNotFoundError(name)
-    monkeypatch.setattr(compat.metadata, 'version', version)
+    monkeypatch.setattr(stack.metadata, 'version', version)
 
 
 def test_the_installed_stack_passes():
-    compat.check_stack()
-    assert compat.check_package('mmengine', required=True) == metadata.version('onedl-mmengine')
+    stack.check_stack()
+    assert stack.check_package('mmengine', required=True) == metadata.version('onedl-mmengine')
 
 
 def test_too_old_upstream_package_names_found_and_needed(monkeypatch):
     fake_versions(monkeypatch, {'onedl-mmengine': '0.10.12', 'mmdet': '3.3.0'})
-    with pytest.raises(compat.StackVersionError,
+    with pytest.raises(stack.StackVersionError,
                        match=r'mmdet: found mmdet 3\.3\.0, needed onedl-mmdetection>=3\.5\.1'):
-        compat.check_stack()
+        stack.check_stack()
 
 
 def test_too_old_onedl_package(monkeypatch):
     fake_versions(monkeypatch, {'onedl-mmengine': '0.10.5'})
-    with pytest.raises(compat.StackVersionError,
+    with pytest.raises(stack.StackVersionError,
                        match=r'found onedl-mmengine 0\.10\.5, needed onedl-mmengine>=0\.10\.12'):
-        compat.check_stack()
+        stack.check_stack()
 
 
 def test_upstream_and_onedl_mixed(monkeypatch):
     fake_versions(monkeypatch, {'onedl-mmengine': '0.10.12', 'onedl-mmcv': '2.3.6', 'mmcv': '2.1.0'})
-    with pytest.raises(compat.StackVersionError,
+    with pytest.raises(stack.StackVersionError,
                        match=r'mmcv is installed twice: onedl-mmcv 2\.3\.6 and upstream mmcv 2\.1\.0.*'
                              r'Needed: onedl-mmcv>=2\.3\.6'):
-        compat.check_stack()
+        stack.check_stack()
 
 
 def test_missing_mmengine(monkeypatch):
     fake_versions(monkeypatch, {})
-    monkeypatch.setattr(compat.importlib, 'import_module', lambda name: (_ for _ in ()).throw(ImportError(name)))
-    with pytest.raises(compat.StackVersionError, match=r'mmengine is not installed; needed: onedl-mmengine>=0\.10\.12'):
-        compat.check_stack()
+    monkeypatch.setattr(stack.importlib, 'import_module', lambda name: (_ for _ in ()).throw(ImportError(name)))
+    with pytest.raises(stack.StackVersionError, match=r'mmengine is not installed; needed: onedl-mmengine>=0\.10\.12'):
+        stack.check_stack()
 
 
 def test_import_needs_only_torch_and_mmengine():
@@ -61,10 +61,10 @@ def test_import_needs_only_torch_and_mmengine():
 
 def test_upstream_packages_are_fine_on_an_older_torch(monkeypatch):
     fake_versions(monkeypatch, {'mmengine': '0.10.4', 'mmdet': '3.3.0'})
-    monkeypatch.setattr(compat, '_torch_too_new', lambda: False)
-    compat.check_stack()
+    monkeypatch.setattr(stack, '_torch_too_new', lambda: False)
+    stack.check_stack()
 
 
 def test_pre_release_versions_compare_by_their_release_number():
-    assert compat._version_tuple('0.10.12rc1') == (0, 10, 12)
-    assert compat._version_tuple('2.13.0+cu130') == (2, 13, 0)
+    assert stack._version_tuple('0.10.12rc1') == (0, 10, 12)
+    assert stack._version_tuple('2.13.0+cu130') == (2, 13, 0)

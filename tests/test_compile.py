@@ -58,7 +58,7 @@ def logged_losses(work) -> list:
 @pytest.mark.parametrize('backend', ['aot_eager'])
 def test_compiled_training_gives_the_eager_losses(tmp_path, backend):
     pytest.importorskip('mmpretrain')
-    from mmmetaformer.demo_data import make_imagenet_folders
+    from mmmetaformer.testing import make_imagenet_folders
     root = make_imagenet_folders(str(tmp_path / 'imagenet'), splits=(('train', 2), ('val', 1)))
     config = write_config(tmp_path / 'cls.py', 'mmpretrain/poolformer_s12_in1k.py', CLS_TINY.format(root=root))
     eager, compiled = tmp_path / 'eager', tmp_path / 'compiled'

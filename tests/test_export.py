@@ -85,8 +85,7 @@ def test_replacements_equal_the_originals_and_export_at_any_size(tmp_path):
     mode and as a dynamic graph in onnxruntime; the originals are back after the export."""
     from mmseg.models.utils import Upsample
 
-    from mmmetaformer.export.replacements import (MatrixAdaptiveAvgPool2d, TracedSizeUpsample,
-                                                  exportable_modules)
+    from mmmetaformer.export.replacements import MatrixAdaptiveAvgPool2d, TracedSizeUpsample, exportable_modules
     from mmmetaformer.export.verify import onnx_outputs
     for size in [(16, 16), (13, 17), (2, 2), (5, 3)]:
         x = torch.randn(2, 4, *size)
@@ -225,8 +224,9 @@ def test_comparison_catches_differences():
 def test_export_onnx_tool_with_verify(tmp_path):
     """The command line: a Semantic FPN checkpoint, dynamic export, checked on an image through the config's test
     pipeline; a RandFormer --dynamic export is refused with the reason."""
-    from mmmetaformer.export.exporter import build_model
     from PIL import Image
+
+    from mmmetaformer.export.exporter import build_model
     cfg_path = write_config(tmp_path / 'fpn.py', 'mmseg/fpn_poolformer_s12_40k_ade20k.py', """
 model = dict(backbone=dict(init_cfg=None))
 test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(128, 64), keep_ratio=True),
@@ -249,7 +249,7 @@ test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 
 def test_onnx_benchmark_times_both_sides():
     """`tools/benchmark.py --onnx` in small: both runtimes timed on the same exported model (no timing goal)."""
-    from mmmetaformer.export.benchmark import compare_onnx_runtime
+    from mmmetaformer.export.onnx_benchmark import compare_onnx_runtime
     seconds = compare_onnx_runtime('configs/mmpretrain/poolformer_s12_in1k.py', (64, 64), threads=1, iters=1,
                                    warmup=0)
     assert set(seconds) == {'pytorch', 'onnxruntime'} and all(value > 0 for value in seconds.values())

@@ -22,7 +22,7 @@ RETINA_HEAD = ', bbox_head=dict(num_classes=3), test_cfg=dict(score_thr=0.0, max
 
 def save_random_checkpoint(config: str, path: str, classes=None) -> str:
     """The model of ``config`` as built (random weights), saved as an mm checkpoint with its class names."""
-    from mmmetaformer.inference import build_inferencer
+    from mmmetaformer.apis.inference import build_inferencer
     model = build_inferencer(config, None, 'cpu').model
     meta = dict(dataset_meta=dict(classes=classes)) if classes else {}
     torch.save(dict(state_dict=model.state_dict(), meta=meta), path)
@@ -31,7 +31,7 @@ def save_random_checkpoint(config: str, path: str, classes=None) -> str:
 
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
-    from mmmetaformer.demo_data import make_coco_shapes
+    from mmmetaformer.testing import make_coco_shapes
     return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 1), ('val', 3)),
                             size=(96, 112))
 
@@ -72,9 +72,10 @@ def test_detector_pictures_and_predictions_through_the_tool(shapes, tmp_path):
 
 
 def test_segmentor_predicts_a_class_per_pixel(tmp_path):
-    from mmmetaformer.demo_data import make_ade20k_like
-    from mmmetaformer.inference import run_inference
     from test_mmseg import tiny_config
+
+    from mmmetaformer.apis.inference import run_inference
+    from mmmetaformer.testing import make_ade20k_like
     ade = make_ade20k_like(str(tmp_path / 'ade'), splits=(('validation', 2), ))
     config = tiny_config(tmp_path, ade)
     checkpoint = save_random_checkpoint(config, str(tmp_path / 'fpn.pth'))
@@ -89,14 +90,15 @@ def test_segmentor_predicts_a_class_per_pixel(tmp_path):
 
 
 def test_classifier_scores_every_class(classifier, tmp_path):
-    from mmmetaformer.demo_data import make_imagenet_folders
-    from mmmetaformer.inference import run_inference
+    from mmmetaformer.apis.inference import run_inference
+    from mmmetaformer.testing import make_imagenet_folders
     images = make_imagenet_folders(str(tmp_path / 'imagenet'), splits=(('val', 1), ))
     config, checkpoint = classifier
     written = run_inference(config, checkpoint, [images], str(tmp_path / 'out'), device='cpu')
     # class folders: the outputs keep the path inside the folder
     assert [osp.relpath(p, tmp_path / 'out') for p, _ in written] == [
-        'vis/val/n01440764/n01440764_0.JPEG', 'vis/val/n01443537/n01443537_0.JPEG', 'vis/val/n01484850/n01484850_0.JPEG']
+        'vis/val/n01440764/n01440764_0.JPEG', 'vis/val/n01443537/n01443537_0.JPEG',
+        'vis/val/n01484850/n01484850_0.JPEG']
     for picture, predictions in written:
         assert min(Image.open(picture).size) == 224  # small images are enlarged so that the label stays readable
         prediction = json.load(open(predictions))
@@ -106,7 +108,7 @@ def test_classifier_scores_every_class(classifier, tmp_path):
 
 
 def test_bad_inputs_fail_clearly(classifier, tmp_path):
-    from mmmetaformer.inference import collect_images, run_inference
+    from mmmetaformer.apis.inference import collect_images, run_inference
     config, checkpoint = classifier
     image = tmp_path / 'a.jpg'
     Image.new('RGB', (32, 32)).save(image)
@@ -152,7 +154,7 @@ def test_the_tool_reports_errors_without_a_traceback(classifier, tmp_path):
 
 def test_official_classifier_files_load_directly(tmp_path):
     """An official PoolFormer file (sail-sg layout) is converted on loading: the classifier gives its logits."""
-    from mmmetaformer.inference import build_inferencer
+    from mmmetaformer.apis.inference import build_inferencer
     from reference_impl import build_reference
     reference = build_reference('poolformer_s12').eval()
     official = str(tmp_path / 'poolformer_s12.pth.tar')

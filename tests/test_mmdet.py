@@ -25,14 +25,15 @@ MASK_HEADS = (', roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num
 
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
-    from mmmetaformer.demo_data import make_coco_shapes
+    from mmmetaformer.testing import make_coco_shapes
     return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 8), ('val', 4)))
 
 
 def build_detector(config: str):
+    from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmdet.registry import MODELS
+
     import mmmetaformer  # noqa: F401
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mmdet', config))
     init_default_scope('mmdet')
@@ -92,9 +93,10 @@ def test_retinanet_train_test_and_show(shapes, tmp_path):
 def test_a_converted_official_retinanet_tests_with_the_config(shapes, tmp_path, tmp_ckpt):
     """The official PoolFormer RetinaNet files carry all four output norms (norm0 for a stride-4 output that their
     FPN ignores); converted, they test with our config, which has no stride-4 output."""
+    from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmdet.registry import MODELS
+
     from reference_impl import build_reference
     config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
                           DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
@@ -197,7 +199,7 @@ def test_configs_run_unchanged_through_mmdets_packaged_tools(shapes, tmp_path):
 def test_demo_runs_end_to_end_and_writes_its_pictures(tmp_path):
     """The whole demo path on a cut-down run (its full default run is what reaches mAP >= 0.4), started elsewhere
     with relative paths, over a data set of other sizes left by an earlier run."""
-    from mmmetaformer.demo_data import make_coco_shapes
+    from mmmetaformer.testing import make_coco_shapes
     make_coco_shapes(str(tmp_path / 'data'), splits=(('train', 6), ('val', 2)))
     result = run_tool([osp.join(ROOT, 'tools', 'demo.py'), '--data-root', 'data', '--work-dir', 'work',
                        '--train-images', '16', '--val-images', '4', '--epochs', '1'], cwd=tmp_path)

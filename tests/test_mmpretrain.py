@@ -19,7 +19,7 @@ from reference_impl import build_reference
 mmpretrain = pytest.importorskip('mmpretrain')
 from mmpretrain.engine.optimizers import Lamb  # noqa: E402
 
-from mmmetaformer.analysis import build_model_from_config, count_params_and_macs  # noqa: E402
+from mmmetaformer.utils.complexity import build_model_from_config, count_params_and_macs  # noqa: E402
 
 OFFICIAL = official_checkpoints()
 NAMES = [name for name in OFFICIAL if not name.endswith('_feat')]
@@ -95,7 +95,7 @@ def converted(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def imagenet(tmp_path_factory):
-    from mmmetaformer.demo_data import make_imagenet_folders
+    from mmmetaformer.testing import make_imagenet_folders
     return make_imagenet_folders(str(tmp_path_factory.mktemp('imagenet')), splits=(('train', 2), ('val', 2)))
 
 
@@ -108,7 +108,7 @@ def test_one_config_per_published_model():
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_builds_the_official_classifier(name):
-    from mmmetaformer.checkpoint import to_canonical
+    from mmmetaformer.models.utils import to_canonical
     _, shapes = OFFICIAL[name.replace('_384', '')]
     with torch.device('meta'):
         model = build_classifier(name)

@@ -24,7 +24,7 @@ OTHER_FAMILIES = ['poolformerv2_s12', 'identityformer_s12', 'randformer_s12', 'c
 
 @pytest.fixture(scope='module')
 def ade(tmp_path_factory) -> str:
-    from mmmetaformer.demo_data import make_ade20k_like
+    from mmmetaformer.testing import make_ade20k_like
     return make_ade20k_like(str(tmp_path_factory.mktemp('ade')), splits=(('training', 4), ('validation', 2)),
                             size=IMAGE_SIZE)
 
@@ -38,6 +38,7 @@ def build_segmentor(model: str):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
+
     import mmmetaformer  # noqa: F401
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mmseg', f'fpn_{model}_40k_ade20k.py'))
     init_default_scope('mmseg')

@@ -11,14 +11,13 @@ from unittest import mock
 import pytest
 import torch
 
+import mmmetaformer
+from mmmetaformer.utils import model_index
+from mmmetaformer.utils.complexity import build_model_from_config
 from conftest import ROOT
 from reference_impl import build_reference
 
-import mmmetaformer
-from mmmetaformer import model_zoo
-from mmmetaformer.analysis import build_model_from_config
-
-MODELS = model_zoo.models(Path(ROOT))
+MODELS = model_index.models(Path(ROOT))
 
 
 def subprocess_env(**extra) -> dict:
@@ -26,9 +25,9 @@ def subprocess_env(**extra) -> dict:
 
 
 def test_model_index_imports_exist_and_every_config_has_one_entry():
-    imported = model_zoo.metafiles(Path(ROOT))
+    imported = model_index.metafiles(Path(ROOT))
     assert {'configs/mmdet/metafile.yml', 'configs/mmpretrain/metafile.yml'} <= set(imported)
-    assert model_zoo.check_model_index(Path(ROOT)) == []
+    assert model_index.check_model_index(Path(ROOT)) == []
     names = [model['Name'] for model in MODELS]
     assert len(names) == len(set(names))
     assert {'caformer_s18_in1k', 'caformer_b36_384_in1k', 'retinanet_poolformer_s12_1x'} <= set(names)
@@ -38,7 +37,7 @@ def test_model_index_check_finds_a_config_without_entry(tmp_path):
     shutil.copytree(Path(ROOT, 'configs'), tmp_path / 'configs')
     shutil.copy(Path(ROOT, 'model-index.yml'), tmp_path)
     (tmp_path / 'configs/mmdet/retinanet_new_1x.py').write_text("_base_ = './retinanet_poolformer_s12_1x.py'\n")
-    assert model_zoo.check_model_index(tmp_path) == [
+    assert model_index.check_model_index(tmp_path) == [
         'configs/mmdet/metafile.yml: config configs/mmdet/retinanet_new_1x.py has 0 entries, not 1']
 
 
@@ -64,7 +63,7 @@ def test_config_file_names_a_config_or_its_close_matches():
 
 
 def test_readme_tables_are_the_metafiles():
-    assert model_zoo.update_readmes(Path(ROOT), check=True) == []
+    assert model_index.update_readmes(Path(ROOT), check=True) == []
 
 
 @pytest.mark.parametrize('task', sorted({Path(model['Config']).parts[1] for model in MODELS}))

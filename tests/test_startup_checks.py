@@ -23,13 +23,13 @@ NAMES = (f'run{index}' for index in itertools.count())  # mmengine keys loggers 
 
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
-    from mmmetaformer.demo_data import make_coco_shapes
+    from mmmetaformer.testing import make_coco_shapes
     return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 4), ('val', 2)))
 
 
 @pytest.fixture(scope='module')
 def imagenet(tmp_path_factory):
-    from mmmetaformer.demo_data import make_imagenet_folders
+    from mmmetaformer.testing import make_imagenet_folders
     return make_imagenet_folders(str(tmp_path_factory.mktemp('imagenet')), splits=(('train', 1), ('val', 1)))
 
 
@@ -43,8 +43,8 @@ def refused(config: str, tmp_path, method: str = 'train', **options) -> str:
     asserts that no iteration ran and no checkpoint was written."""
     from mmengine.config import Config
 
-    from mmmetaformer.runtime import build_runner
-    from mmmetaformer.startup_checks import StartupCheckError
+    from mmmetaformer.engine.hooks.startup_checks import StartupCheckError
+    from mmmetaformer.utils.cli import build_runner
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(options)
     cfg.update(work_dir=str(tmp_path / 'work'), launcher='none', experiment_name=next(NAMES))
@@ -80,7 +80,7 @@ def test_every_class_head_of_mask_rcnn_is_checked_and_its_rpn_is_not(shapes):
     from mmdet.datasets import CocoDataset
     from test_mmdet import build_detector
 
-    from mmmetaformer.startup_checks import class_count_problems, class_heads
+    from mmmetaformer.engine.hooks.startup_checks import class_count_problems, class_heads
     detector = build_detector('mask_rcnn_poolformer_s12_1x.py')
     assert class_heads(detector) == [('model.roi_head.bbox_head', 80), ('model.roi_head.mask_head', 80)]
     dataset = CocoDataset(data_root=shapes, ann_file='annotations/instances_val.json', data_prefix=dict(img='val/'),
@@ -94,8 +94,9 @@ def test_every_class_head_of_mask_rcnn_is_checked_and_its_rpn_is_not(shapes):
 
 
 def test_segmentation_test_run_checks_decode_and_auxiliary_heads(tmp_path):
-    from mmmetaformer.demo_data import make_ade20k_like
     from test_mmseg import tiny_config
+
+    from mmmetaformer.testing import make_ade20k_like
     ade = make_ade20k_like(str(tmp_path / 'ade'), splits=(('training', 1), ('validation', 1)), size=(64, 64))
     auxiliary = [dict(type='FCNHead', in_channels=128, in_index=1, channels=16, num_convs=1, num_classes=classes,
                       norm_cfg=dict(type='BN'), loss_decode=dict(type='CrossEntropyLoss', loss_weight=0.4))
@@ -123,7 +124,7 @@ def test_class_folders_found_on_disk_may_be_fewer_than_the_head_but_not_more(ima
     from mmpretrain.datasets import CustomDataset
     from mmpretrain.registry import MODELS
 
-    from mmmetaformer.startup_checks import class_count_problems
+    from mmmetaformer.engine.hooks.startup_checks import class_count_problems
     init_default_scope('mmpretrain')
     dataset = CustomDataset(data_root=imagenet, data_prefix='train', pipeline=[])
 
@@ -157,7 +158,7 @@ def test_missing_load_from_or_resume_file_stops(shapes, tmp_path, resume):
 def _check_on_one_rank(rank: int, port: str, results) -> None:
     import torch.distributed as dist
 
-    from mmmetaformer.startup_checks import StartupCheckError, stop_on_problems
+    from mmmetaformer.engine.hooks.startup_checks import StartupCheckError, stop_on_problems
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
     try:
         stop_on_problems(['load_from=x.pth, the checkpoint to start from, does not exist.'] if rank == 1 else [])

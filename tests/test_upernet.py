@@ -31,14 +31,14 @@ def load(model: str):
 
 @pytest.mark.parametrize('model, params, macs', PUBLISHED)
 def test_published_sizes(model, params, macs):
-    from mmmetaformer.analysis import count_params_and_macs
+    from mmmetaformer.utils.complexity import count_params_and_macs
     cost = count_params_and_macs(config_path(model), (512, 2048))
     assert round(cost.params / 1e6) == params
     assert abs(cost.macs / 1e9 - macs) / macs < 0.03, cost.macs / 1e9
 
 
 def test_b36_is_built_the_same_way():
-    from mmmetaformer.analysis import count_params_and_macs
+    from mmmetaformer.utils.complexity import count_params_and_macs
     for family, m36_params, m36_macs in (('convformer', 85e6, 1113e9), ('caformer', 84e6, 1346e9)):
         cfg = load(f'{family}_b36')
         assert cfg.model.decode_head.in_channels == WIDTHS['b36'] and cfg.model.auxiliary_head.in_channels == 512
@@ -48,7 +48,7 @@ def test_b36_is_built_the_same_way():
 
 def test_meta_device_count_equals_a_real_forward():
     """The MACs counted on the meta device (shapes only) are those of a real forward, attention included."""
-    from mmmetaformer.analysis import build_model_from_config, count_macs, count_params_and_macs
+    from mmmetaformer.utils.complexity import build_model_from_config, count_macs, count_params_and_macs
     shape = (64, 160)
     real = build_model_from_config(config_path('caformer_s18'), 'cpu')
     assert count_params_and_macs(config_path('caformer_s18'), shape) == \
@@ -60,7 +60,7 @@ def test_metafile_numbers_are_those_of_the_configs():
     UperNet config), the published mIoU of the six published UperNet models."""
     import yaml
 
-    from mmmetaformer.analysis import count_params_and_macs
+    from mmmetaformer.utils.complexity import count_params_and_macs
     entries = {m['Name']: m for m in yaml.safe_load(open(osp.join(ROOT, 'configs', 'mmseg', 'metafile.yml')))['Models']}
     for name in ('fpn_poolformer_s12_40k_ade20k', 'upernet_caformer_s18_160k_ade20k'):
         cost = count_params_and_macs(osp.join(ROOT, entries[name]['Config']), (512, 2048))
@@ -103,7 +103,7 @@ def test_tta_pipeline_gives_six_scales_with_and_without_flip(tmp_path):
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    from mmmetaformer.demo_data import make_ade20k_like
+    from mmmetaformer.testing import make_ade20k_like
     root = make_ade20k_like(str(tmp_path), splits=(('validation', 1), ), size=(96, 128))
     cfg = load('caformer_s18')
     init_default_scope('mmseg')
@@ -119,7 +119,7 @@ def test_tta_pipeline_gives_six_scales_with_and_without_flip(tmp_path):
 def test_tta_without_tta_pipeline_is_a_clear_error():
     from mmengine.config import Config
 
-    from mmmetaformer.runtime import enable_tta
+    from mmmetaformer.utils.cli import enable_tta
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mmdet', 'retinanet_poolformer_s12_1x.py'))
     with pytest.raises(SystemExit, match='--tta needs tta_pipeline and tta_model'):
         enable_tta(cfg)
@@ -138,7 +138,7 @@ def param_groups(model, optim_wrapper: dict):
 
 
 def test_layer_decay_groups_of_upernet_caformer_s18():
-    from mmmetaformer.analysis import build_model_from_config
+    from mmmetaformer.utils.complexity import build_model_from_config
     cfg = load('caformer_s18')
     model = build_model_from_config(cfg, 'meta')
     groups, wrapper = param_groups(model, cfg.optim_wrapper)
@@ -170,7 +170,7 @@ def test_layer_decay_groups_of_upernet_caformer_s18():
 
 @pytest.mark.parametrize('config', ['mmdet/retinanet_caformer_s18_1x.py', 'mmpretrain/convformer_s18_in1k.py'])
 def test_layer_decay_in_other_libraries(config):
-    from mmmetaformer.analysis import build_model_from_config
+    from mmmetaformer.utils.complexity import build_model_from_config
     model = build_model_from_config(osp.join(ROOT, 'configs', config), 'meta')
     optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.1),
                          constructor='mmmetaformer.LayerDecayOptimizerConstructor', paramwise_cfg=dict(decay_rate=0.5))
@@ -182,7 +182,7 @@ def test_layer_decay_in_other_libraries(config):
 
 
 def test_layer_decay_leaves_out_frozen_parameters():
-    from mmmetaformer.analysis import build_model_from_config
+    from mmmetaformer.utils.complexity import build_model_from_config
     cfg = load('convformer_s18')
     cfg.model.backbone.frozen_stages = 1
     model = build_model_from_config(cfg, 'meta')
@@ -210,7 +210,7 @@ def test_layer_decay_refuses_other_backbones_and_bad_settings():
 
 @pytest.fixture(scope='module')
 def ade(tmp_path_factory) -> str:
-    from mmmetaformer.demo_data import make_ade20k_like
+    from mmmetaformer.testing import make_ade20k_like
     return make_ade20k_like(str(tmp_path_factory.mktemp('ade')), splits=(('training', 4), ('validation', 2)))
 
 

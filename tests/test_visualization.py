@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_inference import save_random_checkpoint
 
 from conftest import ROOT
 from e2e import DET_TINY, run_tool, write_config
-from test_inference import save_random_checkpoint
 
 pytest.importorskip('mmpretrain')
 pytest.importorskip('pytorch_grad_cam')
@@ -69,7 +69,8 @@ def test_gradcam_of_channels_last_blocks_is_the_textbook_one(classifiers, image)
     """The CAM library sees the block output as (B, C, H, W): its Grad-CAM equals the one computed here by hand
     (channel weights = mean gradient of the class logit, ReLU of the weighted sum, scaled to [0, 1])."""
     import cv2
-    from mmmetaformer.inference import build_inferencer
+
+    from mmmetaformer.apis.inference import build_inferencer
     from mmmetaformer.visualization import class_activation_map, find_layer, preprocess_image
     config, checkpoint = classifiers('caformer_s18')
     inferencer = build_inferencer(config, checkpoint, 'cpu', SMALL_PIPELINE)
@@ -96,7 +97,7 @@ def test_gradcam_of_channels_last_blocks_is_the_textbook_one(classifiers, image)
 
 
 def test_every_cam_method_and_other_layers(classifiers, image):
-    from mmmetaformer.inference import build_inferencer
+    from mmmetaformer.apis.inference import build_inferencer
     from mmmetaformer.visualization import CAM_METHODS, class_activation_map, find_layer, preprocess_image
     config, checkpoint = classifiers('poolformer_s12')
     inferencer = build_inferencer(config, checkpoint, 'cpu', SMALL_PIPELINE)

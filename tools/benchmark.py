@@ -4,7 +4,7 @@
     python tools/benchmark.py --modes train --models caformer_s18 --batch-size 16
     python tools/benchmark.py --modes whole                     # RetinaNet and Semantic FPN vs mmpretrain's PoolFormer
     python tools/benchmark.py --modes whole --whole-models retinanet --whole-size 512 640 --compile
-    python tools/benchmark.py --onnx                            # onnxruntime vs PyTorch: classifier, segmentor, detector
+    python tools/benchmark.py --onnx         # onnxruntime vs PyTorch: classifier, segmentor, detector
 
 Modes: ``inference`` and ``train`` compare backbones with timm (same weights; a training step is forward, backward
 and AdamW); ``whole`` compares whole detectors/segmentors (``--whole-models``, at their published input sizes unless
@@ -17,8 +17,8 @@ import sys
 
 import torch
 
-from mmmetaformer import benchmark
-from mmmetaformer.benchmark import MODES, PUBLISHED_SIZES, TIMM_MODELS, Options, Setting
+from mmmetaformer.utils import benchmark
+from mmmetaformer.utils.benchmark import MODES, PUBLISHED_SIZES, TIMM_MODELS, Options, Setting
 
 
 def settings(device: str, amp: bool, compile_too: bool):
@@ -62,7 +62,7 @@ def main() -> None:
                         '--warmup apply)')
     args = parser.parse_args()
     if args.onnx:
-        from mmmetaformer.export.benchmark import print_onnx_comparison
+        from mmmetaformer.export.onnx_benchmark import print_onnx_comparison
         print_onnx_comparison(args.threads, args.iters, args.warmup)
         return
 

@@ -15,8 +15,8 @@ import sys
 
 import torch
 
-from mmmetaformer.checkpoint import read_checkpoint, to_canonical
 from mmmetaformer.models import identify_arch
+from mmmetaformer.models.utils import read_checkpoint, to_canonical
 
 
 def main() -> None:

@@ -46,8 +46,14 @@ def main() -> None:
         sys.exit('error: --image is the input of --verify; add --verify')
     if args.image and not osp.isfile(args.image):
         sys.exit(f'error: image {args.image} does not exist')
-    from mmmetaformer.export.exporter import (DEFAULT_OPSET, ExportError, default_input_shape, export_onnx, prepare,
-                                              quiet_mm_logs)
+    from mmmetaformer.export.exporter import (
+        DEFAULT_OPSET,
+        ExportError,
+        default_input_shape,
+        export_onnx,
+        prepare,
+        quiet_mm_logs,
+    )
     quiet_mm_logs()
     from mmmetaformer.export.verify import load_image, verify_inputs, verify_onnx
     try:

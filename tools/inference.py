@@ -12,7 +12,7 @@ inferencers read images only): extract the frames first.
 import argparse
 import sys
 
-from mmmetaformer.inference import DEFAULT_SCORE_THR, add_inference_options, run_inference
+from mmmetaformer.apis.inference import DEFAULT_SCORE_THR, add_inference_options, run_inference
 
 
 def parse_args() -> argparse.Namespace:

@@ -5,9 +5,16 @@ import sys
 
 from mmengine.config import Config, ConfigDict
 
-from mmmetaformer.checkpoint import check_model_checkpoint
-from mmmetaformer.runtime import (add_shared_options, build_runner, enable_tta, finish_distributed, load_config,
-                                  require_data, run_checked)
+from mmmetaformer.models.utils import check_model_checkpoint
+from mmmetaformer.utils.cli import (
+    add_shared_options,
+    build_runner,
+    enable_tta,
+    finish_distributed,
+    load_config,
+    require_data,
+    run_checked,
+)
 
 
 def parse_args() -> argparse.Namespace:

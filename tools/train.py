@@ -2,8 +2,15 @@
 import argparse
 import sys
 
-from mmmetaformer.runtime import (add_shared_options, build_runner, enable_amp, finish_distributed, load_config,
-                                  require_data, run_checked)
+from mmmetaformer.utils.cli import (
+    add_shared_options,
+    build_runner,
+    enable_amp,
+    finish_distributed,
+    load_config,
+    require_data,
+    run_checked,
+)
 
 
 def parse_args() -> argparse.Namespace:

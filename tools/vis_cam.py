@@ -10,7 +10,7 @@ stage (backbone.stages.3.blocks.-1), whose output the classifier pools; MetaForm
 import argparse
 import sys
 
-from mmmetaformer.inference import add_inference_options
+from mmmetaformer.apis.inference import add_inference_options
 from mmmetaformer.visualization import CAM_METHODS, DEFAULT_TARGET_LAYERS, draw_cam
 
 

@@ -10,7 +10,7 @@ Without CHECKPOINT the model starts as its config says (init_cfg, e.g. the Image
 import argparse
 import sys
 
-from mmmetaformer.inference import add_inference_options
+from mmmetaformer.apis.inference import add_inference_options
 from mmmetaformer.visualization import CHANNEL_REDUCTIONS, draw_feature_maps
 
 

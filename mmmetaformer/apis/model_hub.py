@@ -45,7 +45,7 @@ def load_from_official_weights(filename: str, map_location=None) -> dict:
     from mmengine.runner.checkpoint import load_from_http
     from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
 
-    from ..models.utils.checkpoint_layouts import read_checkpoint
+    from ..models.utils import read_checkpoint
     if getattr(_reading, 'active', False):  # read_checkpoint's own download of the same URL comes back here
         return load_from_http(filename, map_location=map_location)
     _reading.active = True

@@ -53,7 +53,7 @@ def build_model(cfg) -> nn.Module:
 
 def load_weights(model: nn.Module, checkpoint: str) -> None:
     """Load a checkpoint of exactly this model (file or URL), refusing one that does not fit it."""
-    from ..models.utils.checkpoint_layouts import check_model_checkpoint
+    from ..models.utils import check_model_checkpoint
     state_dict = check_model_checkpoint(checkpoint, model)
     expected = model.state_dict()
     model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=True)

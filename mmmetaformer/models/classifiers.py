@@ -7,9 +7,9 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.models.heads import ClsHead
 from torch import Tensor, nn
 
-from .utils.checkpoint_layouts import HEAD, PretrainedFromAnyLayout, detect_layout, to_canonical
-from .layers import MlpHead
 from ..registry import MODELS
+from .layers import MlpHead
+from .utils import HEAD, PretrainedFromAnyLayout, detect_layout, to_canonical
 
 
 @MODELS.register_module()

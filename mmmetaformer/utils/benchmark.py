@@ -188,8 +188,8 @@ def build_backbone_pair(name: str) -> Tuple[nn.Module, nn.Module]:
     weights."""
     import timm
 
-    from ..models.utils.checkpoint_layouts import to_canonical
     from ..models import FAMILIES
+    from ..models.utils import to_canonical
     family, arch = name.split('_')
     if family not in FAMILIES:
         raise ValueError(f'unknown model {name!r}; families: {", ".join(FAMILIES)}')
@@ -231,11 +231,11 @@ def _mmpretrain_backbone(ours_cfg: dict) -> dict:
 def build_whole_pair(name: str) -> Tuple[nn.Module, nn.Module]:
     """A whole mm model (see :data:`WHOLE_MODELS`) with our PoolFormer, and the same model with mmpretrain's
     PoolFormer, both with the same weights (mmpretrain's random ones, converted to our layout)."""
+    import mmpretrain.models  # noqa: F401  (registers mmpretrain.PoolFormer)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    import mmpretrain.models  # noqa: F401  (registers mmpretrain.PoolFormer)
-    from ..models.utils.checkpoint_layouts import to_canonical
+    from ..models.utils import to_canonical
     scope = 'mmseg' if name == 'semantic_fpn' else 'mmdet'
     init_default_scope(scope)
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS

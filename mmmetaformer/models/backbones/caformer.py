@@ -1,7 +1,7 @@
 """CAFormer ("MetaFormer Baselines for Vision"): separable convolutions in stages 1-2, attention in stages 3-4."""
 from ...registry import MODELS
-from .arch_tables import conv_zoo
 from ..metaformer import MetaFormer
+from .arch_tables import conv_zoo
 
 
 @MODELS.register_module()

@@ -1,7 +1,7 @@
 """ConvFormer ("MetaFormer Baselines for Vision"): separable-convolution mixer everywhere."""
 from ...registry import MODELS
-from .arch_tables import conv_zoo
 from ..metaformer import MetaFormer
+from .arch_tables import conv_zoo
 
 
 @MODELS.register_module()

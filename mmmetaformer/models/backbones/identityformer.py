@@ -1,7 +1,7 @@
 """IdentityFormer ("MetaFormer Baselines for Vision"): identity mixer everywhere (a lower bound of MetaFormer)."""
 from ...registry import MODELS
-from .arch_tables import small_zoo
 from ..metaformer import MetaFormer
+from .arch_tables import small_zoo
 
 
 @MODELS.register_module()

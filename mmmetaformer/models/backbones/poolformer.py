@@ -1,7 +1,7 @@
 """PoolFormer (v1, CVPR 2022): pooling mixer, MLN (GroupNorm) with bias, conv-free GELU MLP with bias, layer scale."""
 from ...registry import MODELS
-from .arch_tables import S_DEPTHS, S_DIMS
 from ..metaformer import MetaFormer
+from .arch_tables import S_DEPTHS, S_DIMS
 
 
 def _poolformer_arch(name: str, layer_scale: float) -> dict:

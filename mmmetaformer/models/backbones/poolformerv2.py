@@ -1,7 +1,7 @@
 """PoolFormerV2 ("MetaFormer Baselines for Vision"): pooling mixer with the v2 block design."""
 from ...registry import MODELS
-from .arch_tables import small_zoo
 from ..metaformer import MetaFormer
+from .arch_tables import small_zoo
 
 
 @MODELS.register_module()

@@ -1,7 +1,7 @@
 """RandFormer ("MetaFormer Baselines for Vision"): identity mixers, then frozen random mixing in stages 3 and 4."""
 from ...registry import MODELS
-from .arch_tables import small_zoo
 from ..metaformer import MetaFormer
+from .arch_tables import small_zoo
 
 
 @MODELS.register_module()
