@@ -1,55 +1,17 @@
-"""Training-loop pieces that mmengine lacks."""
+"""The runner of every config: checkpoints that survive a kill, resuming from the newest complete one."""
 import glob
 import os
 import os.path as osp
 import zipfile
-from contextlib import contextmanager
 from typing import Optional
 
 import torch
 from mmengine.dist import master_only
-from mmengine.logging import print_log
-from mmengine.model import MMDistributedDataParallel, is_model_wrapper, revert_sync_batchnorm
-from mmengine.optim import OptimWrapper
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
-from ..registry import MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
+from ..registry import RUNNERS
 from .hooks.startup_checks import check_run_settings
-
-
-@OPTIM_WRAPPERS.register_module()
-class AutocastOptimWrapper(OptimWrapper):
-    """Mixed precision without loss scaling, for bfloat16 (which has float32's range): runs the forward pass under
-    ``torch.autocast`` on the model's device. mmengine's ``AmpOptimWrapper`` refuses to run without a GPU; this is
-    what ``tools/train.py --amp`` uses on the CPU."""
-
-    def __init__(self, *args, dtype: str = 'bfloat16', **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.cast_dtype = getattr(torch, dtype)
-
-    @contextmanager
-    def optim_context(self, model: torch.nn.Module):
-        device = next(model.parameters()).device.type
-        with super().optim_context(model), torch.autocast(device_type=device, dtype=self.cast_dtype):
-            yield
-
-
-@MODEL_WRAPPERS.register_module()
-class CPUDistributedDataParallel(MMDistributedDataParallel):
-    """Device-less DistributedDataParallel for processes training on the CPU (gloo), as ``--launcher pytorch`` uses
-    without GPUs.
-
-    SyncBN only runs on GPUs (DDP refuses a CPU model with it), so its layers (e.g. in mmseg's decode heads) are
-    reverted to BatchNorm with per-process statistics, as mmengine itself does for single-process runs. GPU runs
-    keep SyncBN: they never get this wrapper.
-    """
-
-    def __init__(self, module: torch.nn.Module, **kwargs) -> None:
-        if any(type(layer).__name__ == 'SyncBatchNorm' for layer in module.modules()):  # torch's or mmcv's
-            print_log('SyncBN needs GPUs: its layers are reverted to BatchNorm (statistics per process) for this CPU '
-                      'distributed run.', logger='current')
-        kwargs['device_ids'] = None  # mmengine passes [LOCAL_RANK], a GPU index
-        super().__init__(module=revert_sync_batchnorm(module), **kwargs)
 
 
 def latest_complete_checkpoint(work_dir: str) -> Optional[str]:
