@@ -13,12 +13,12 @@ median step is reported, with each side's peak memory during a step. ``--compile
 on a GPU, fp16 and bf16 autocast rows run channels-last. See ``mmmetaformer/benchmark.py``.
 """
 import argparse
-import sys
 
 import torch
 
 from mmmetaformer.utils import benchmark
 from mmmetaformer.utils.benchmark import MODES, PUBLISHED_SIZES, TIMM_MODELS, Options, Setting
+from mmmetaformer.utils.cli import exit_on_user_error
 
 
 def settings(device: str, amp: bool, compile_too: bool):
@@ -74,13 +74,11 @@ def main() -> None:
     print(f'torch {torch.__version__}, {args.threads} CPU threads; backbones: batch {args.batch_size}, '
           f'{args.size}x{args.size}; whole models: batch {args.whole_batch_size}; img/s (median step), peak MiB')
     print(benchmark.HEADER, flush=True)
-    try:
+    with exit_on_user_error():
         for setting in settings(args.device, args.amp, args.compile):
             for mode in args.modes:
                 for row in MODES[mode](options, setting):
                     print(benchmark.format_row(row), flush=True)
-    except ValueError as error:
-        sys.exit(str(error))
 
 
 if __name__ == '__main__':

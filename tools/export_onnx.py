@@ -48,7 +48,6 @@ def main() -> None:
         sys.exit(f'error: image {args.image} does not exist')
     from mmmetaformer.export.exporter import (
         DEFAULT_OPSET,
-        ExportError,
         default_input_shape,
         export_onnx,
         prepare,
@@ -56,7 +55,8 @@ def main() -> None:
     )
     quiet_mm_logs()
     from mmmetaformer.export.verify import load_image, verify_inputs, verify_onnx
-    try:
+    from mmmetaformer.utils.cli import exit_on_user_error
+    with exit_on_user_error():
         cfg, model, wrapper = prepare(args.config, args.checkpoint, args.cfg_options)
         image = load_image(cfg, args.image) if args.image else None
         if args.shape:
@@ -65,8 +65,6 @@ def main() -> None:
             shape = tuple(image.shape[-2:]) if image is not None else default_input_shape(cfg)
         export_onnx(wrapper, args.out, shape, args.dynamic, args.opset or DEFAULT_OPSET, config=args.config)
         inputs = verify_inputs(cfg, shape, args.dynamic, args.image, wrapper.dynamic_batch) if args.verify else []
-    except (ExportError, FileNotFoundError, RuntimeError, TypeError, ValueError) as error:
-        sys.exit(f'error: {error}')
     dynamic = 'dynamic H x W' + (' and N' if wrapper.dynamic_batch else '') if args.dynamic else 'fixed size'
     print(f'wrote {args.out}: input {shape[0]}x{shape[1]} ({dynamic}), outputs {", ".join(wrapper.output_names)}')
     agree = True

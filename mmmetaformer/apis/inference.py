@@ -20,6 +20,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 
+from ..errors import InvalidSettingError, MissingFileError
 from ..models.utils import check_model_checkpoint, known_layout, read_checkpoint
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
@@ -45,7 +46,7 @@ def load_model_config(config: Union[str, Config], cfg_options: Optional[dict] = 
     one of the three libraries'."""
     if not isinstance(config, Config):
         if not osp.isfile(config):
-            raise FileNotFoundError(f'config {config} does not exist')
+            raise MissingFileError(f'config {config} does not exist')
         config = Config.fromfile(config)
     else:
         config = config.copy()  # the inferencers edit the pipeline of the config they get
@@ -53,8 +54,9 @@ def load_model_config(config: Union[str, Config], cfg_options: Optional[dict] = 
         config.merge_from_dict(cfg_options)
     scope = config.get('default_scope')
     if scope not in SCOPES:
-        raise ValueError(f'the config has default_scope={scope!r}; expected one of {SCOPES} (a detector, segmentor '
-                         f'or classifier config)')
+        raise InvalidSettingError(
+            f'the config has default_scope={scope!r}; expected one of {SCOPES} (a detector, segmentor '
+            f'or classifier config)')
     return config
 
 
@@ -70,7 +72,7 @@ def build_inferencer(config: Union[str, Config], checkpoint: Optional[str], devi
     """
     cfg = load_model_config(config, cfg_options)
     if checkpoint is not None and '://' not in checkpoint and not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
+        raise MissingFileError(f'checkpoint {checkpoint} does not exist')
     device = device or default_device()
     scope = cfg.default_scope
     convert = scope == 'mmpretrain' and checkpoint is not None and \
@@ -101,31 +103,33 @@ def collect_images(inputs: Sequence[str]) -> List[Tuple[str, str]]:
     """``(path, output name)`` of every image of ``inputs``: image files (named by their file name) and folders
     (searched recursively, other files skipped; named by their path inside the folder), in the order given."""
     if not inputs:
-        raise ValueError('no inputs given')
+        raise InvalidSettingError('no inputs given')
     found = []
     for item in inputs:
         if osp.isdir(item):
             images = sorted(osp.relpath(osp.join(folder, name), item) for folder, _, names in os.walk(item)
                             for name in names if _is_image(name))
             if not images:
-                raise ValueError(f'folder {item} holds no images (looked for {", ".join(IMAGE_EXTENSIONS)})')
+                raise InvalidSettingError(f'folder {item} holds no images (looked for {", ".join(IMAGE_EXTENSIONS)})')
             found += [(osp.join(item, name), name) for name in images]
         elif osp.isfile(item):
             if item.lower().endswith(VIDEO_EXTENSIONS):
-                raise ValueError(f'{item} is a video: the mm inferencers read images only; extract its frames '
-                                 f'first (e.g. `ffmpeg -i {item} frames/%06d.jpg`) and pass the folder')
+                raise InvalidSettingError(f'{item} is a video: the mm inferencers read images only; extract its frames '
+                                          f'first (e.g. `ffmpeg -i {item} frames/%06d.jpg`) and pass the folder')
             if not _is_image(item):
-                raise ValueError(f'{item}: unsupported file type {osp.splitext(item)[1] or "(none)"!r}; images '
-                                 f'must end with one of {", ".join(IMAGE_EXTENSIONS)}')
+                raise InvalidSettingError(
+                    f'{item}: unsupported file type {osp.splitext(item)[1] or "(none)"!r}; images '
+                    f'must end with one of {", ".join(IMAGE_EXTENSIONS)}')
             found.append((item, osp.basename(item)))
         else:
-            raise FileNotFoundError(f'input {item} does not exist')
+            raise MissingFileError(f'input {item} does not exist')
     by_stem: Dict[str, str] = {}
     for path, name in found:
         stem = osp.splitext(name)[0]
         if stem in by_stem:
-            raise ValueError(f'{by_stem[stem]} and {path} would write the same outputs ({stem}.*): rename one or '
-                             f'pass their folder instead')
+            raise InvalidSettingError(
+                f'{by_stem[stem]} and {path} would write the same outputs ({stem}.*): rename one or '
+                f'pass their folder instead')
         by_stem[stem] = path
     return found
 
@@ -184,8 +188,9 @@ def run_inference(config: Union[str, Config], checkpoint: str, inputs: Sequence[
     """
     cfg = load_model_config(config, cfg_options)
     if score_thr is not None and cfg.default_scope != 'mmdet':
-        raise ValueError(f'a score threshold applies to detectors only (the lowest score of the boxes drawn); this '
-                         f'is a {cfg.default_scope} config')
+        raise InvalidSettingError(
+            f'a score threshold applies to detectors only (the lowest score of the boxes drawn); this '
+            f'is a {cfg.default_scope} config')
     images = collect_images(inputs)
     inferencer = build_inferencer(cfg, checkpoint, device)
     predict = PREDICTORS[cfg.default_scope]

@@ -19,16 +19,12 @@ import torch
 from torch import nn
 
 from . import ExportModule, build_export_model, task_of
-from .base import INPUT_NAME
+from .base import INPUT_NAME, ExportError
 from .replacements import exportable_modules
 
 DEFAULT_OPSET = 17
 # Input (H, W) where the test pipeline does not fix one: ADE20K's short side 512; COCO's 800 x 1333 padded to 32.
 DEFAULT_SHAPES = {'mmseg': (512, 512), 'mmdet': (800, 1344)}
-
-
-class ExportError(RuntimeError):
-    """The model cannot be exported as asked; the message names the config and, where known, the module."""
 
 
 def quiet_mm_logs() -> None:
@@ -61,9 +57,9 @@ def load_weights(model: nn.Module, checkpoint: str) -> None:
 
 def config_test_pipeline(cfg) -> list:
     """The steps of the config's test (else validation) dataset pipeline."""
-    from ..utils.cli import _datasets
+    from ..utils.dataset_configs import leaf_datasets
     loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
-    for dataset in _datasets(loader.get('dataset') if loader else None):
+    for dataset in leaf_datasets(loader.get('dataset') if loader else None):
         if dataset.get('pipeline'):
             return list(dataset['pipeline'])
     return list(cfg.get('test_pipeline') or [])

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import InvalidSettingError
 from . import task_of
 from .base import INPUT_NAME
 
@@ -211,9 +212,10 @@ def load_image(cfg, image: str, shape: Optional[tuple] = None) -> Tensor:
     packed = Compose(steps)(dict(img_path=image, img_id=0))
     input = packed['inputs'].float().unsqueeze(0)  # noqa: A001
     if shape is not None and tuple(input.shape[-2:]) != tuple(shape):
-        raise ValueError(f'the test pipeline makes {image} {tuple(input.shape[-2:])} (H, W), but the graph was '
-                         f'exported at {tuple(shape)} without --dynamic: export with --shape '
-                         f'{input.shape[-2]} {input.shape[-1]} or --dynamic to check it on this image')
+        raise InvalidSettingError(
+            f'the test pipeline makes {image} {tuple(input.shape[-2:])} (H, W), but the graph was '
+            f'exported at {tuple(shape)} without --dynamic: export with --shape '
+            f'{input.shape[-2]} {input.shape[-1]} or --dynamic to check it on this image')
     return input
 
 

@@ -7,6 +7,7 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.models.heads import ClsHead
 from torch import Tensor, nn
 
+from ..errors import InvalidSettingError
 from ..registry import MODELS
 from .layers import MlpHead
 from .utils import HEAD, PretrainedFromAnyLayout, detect_layout, to_canonical
@@ -33,7 +34,7 @@ class MetaFormerClsHead(PretrainedFromAnyLayout, ClsHead):
                                                                             std=0.02), **kwargs) -> None:
         super().__init__(init_cfg=init_cfg, **kwargs)
         if head_dropout and not mlp_head:
-            raise ValueError('head_dropout is applied inside the MlpHead; it needs mlp_head=True')
+            raise InvalidSettingError('head_dropout is applied inside the MlpHead; it needs mlp_head=True')
         self.num_classes = num_classes  # as mm heads keep it (the start-up checks compare it with the data)
         self.norm_before_pool = norm_before_pool
         self.norm = nn.GroupNorm(1, in_channels) if norm_before_pool else nn.LayerNorm(in_channels, eps=1e-6)

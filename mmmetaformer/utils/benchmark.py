@@ -26,6 +26,8 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import torch
 from torch import Tensor, nn
 
+from ..errors import InvalidSettingError
+
 Step = Callable[[], None]
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TIMM_MODELS = ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18', 'caformer_s18']
@@ -192,10 +194,11 @@ def build_backbone_pair(name: str) -> Tuple[nn.Module, nn.Module]:
     from ..models.utils import to_canonical
     family, arch = name.split('_')
     if family not in FAMILIES:
-        raise ValueError(f'unknown model {name!r}; families: {", ".join(FAMILIES)}')
+        raise InvalidSettingError(f'unknown model {name!r}; families: {", ".join(FAMILIES)}')
     if name not in timm.list_models():
-        raise ValueError(f'timm has no {name} to compare with (timm has PoolFormer, PoolFormerV2, ConvFormer and '
-                         f'CAFormer, not IdentityFormer or RandFormer)')
+        raise InvalidSettingError(
+            f'timm has no {name} to compare with (timm has PoolFormer, PoolFormerV2, ConvFormer and '
+            f'CAFormer, not IdentityFormer or RandFormer)')
     reference = timm.create_model(name, pretrained=False, num_classes=0)
     ours = FAMILIES[family](arch=arch, out_indices=(3, ), norm_outputs=False)
     canonical, _, _ = to_canonical(reference.state_dict())

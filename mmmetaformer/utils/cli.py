@@ -1,25 +1,17 @@
-"""Helpers of tools/train.py and tools/test.py: config overrides, data checks, CPU distributed runs."""
+"""Helpers of the command-line tools: config overrides, data checks, CPU distributed runs, user errors as one-line
+messages."""
 import argparse
 import os
 import os.path as osp
 import sys
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional
 
 import torch
 from mmengine.config import Config, ConfigDict
 
-
-def _datasets(cfg: ConfigDict) -> Iterator[ConfigDict]:
-    """Every leaf dataset config of a (possibly wrapped) dataset config."""
-    if cfg is None:
-        return
-    if 'datasets' in cfg:
-        for child in cfg['datasets']:
-            yield from _datasets(child)
-    elif 'dataset' in cfg:
-        yield from _datasets(cfg['dataset'])
-    else:
-        yield cfg
+from ..errors import InvalidSettingError, MissingFileError, UserError
+from .dataset_configs import leaf_datasets
 
 
 def missing_data(cfg: Config, splits: List[str]) -> List[str]:
@@ -29,7 +21,7 @@ def missing_data(cfg: Config, splits: List[str]) -> List[str]:
         loader = cfg.get(f'{split}_dataloader')
         if not loader:
             continue
-        for dataset in _datasets(loader.get('dataset')):
+        for dataset in leaf_datasets(loader.get('dataset')):
             root = dataset.get('data_root') or ''
             paths = []
             if dataset.get('ann_file'):
@@ -45,8 +37,8 @@ def missing_data(cfg: Config, splits: List[str]) -> List[str]:
 
 
 def require_data(cfg: Config, splits: List[str]) -> None:
-    """Exit at once, saying where the data is expected and how to get started, if the data of ``splits`` is not
-    there."""
+    """Raise :class:`~mmmetaformer.errors.MissingFileError`, saying where the data is expected and how to get
+    started, if the data of ``splits`` is not there."""
     missing = missing_data(cfg, splits)
     if not missing:
         return
@@ -61,9 +53,9 @@ def require_data(cfg: Config, splits: List[str]) -> None:
                       'meta/val.txt (see README.md, "Data").',
     }.get(scope, 'See README.md, "Data".')
     listed = '\n  '.join(missing)
-    sys.exit(f'error: the data set of this config is not where it expects it; missing:\n  {listed}\n'
-             f'{hint}\nOr point the config elsewhere: --cfg-options '
-             f'train_dataloader.dataset.data_root=... (and val/test likewise).')
+    raise MissingFileError(f'the data set of this config is not where it expects it; missing:\n  {listed}\n'
+                           f'{hint}\nOr point the config elsewhere: --cfg-options '
+                           f'train_dataloader.dataset.data_root=... (and val/test likewise).')
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
@@ -137,8 +129,8 @@ def enable_tta(cfg: Config) -> None:
     test tools do (the mmseg configs: 6 scales x 2 flips, see configs/mmseg/_base_/ade20k.py)."""
     missing = [key for key in ('tta_pipeline', 'tta_model') if not cfg.get(key)]
     if missing:
-        sys.exit(f'error: --tta needs {" and ".join(missing)} in the config, which it does not define (every '
-                 f'configs/mmseg config has both); add them or test without --tta')
+        raise InvalidSettingError(f'--tta needs {" and ".join(missing)} in the config, which it does not define '
+                                  f'(every configs/mmseg config has both); add them or test without --tta')
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
@@ -154,15 +146,23 @@ def finish_distributed() -> None:
         dist.destroy_process_group()
 
 
-def run_checked(run: Callable[[], Any]) -> Any:
-    """Run ``runner.train`` or ``runner.test``; if the runner's start-up checks refuse the run (on every process
-    at once), end with their message instead of a traceback."""
-    from ..engine.hooks.startup_checks import StartupCheckError
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """End the tool with ``error: <message>`` when the block raises a :class:`~mmmetaformer.errors.UserError` (a
+    missing file, a setting that cannot work, the start-up checks refusing a run on every process), after ending a
+    distributed run cleanly. Any other exception keeps its traceback."""
     try:
-        return run()
-    except StartupCheckError as error:
+        yield
+    except UserError as error:
         finish_distributed()
         sys.exit(f'error: {error}')
+
+
+def run_checked(run: Callable[[], Any]) -> Any:
+    """Run ``runner.train`` or ``runner.test``, ending with a one-line message on a user error (e.g. the runner's
+    start-up checks refusing the run)."""
+    with exit_on_user_error():
+        return run()
 
 
 def build_runner(cfg: Config):

@@ -20,6 +20,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..errors import InvalidSettingError
+
 # (height, width) at which each library's published numbers are counted: 512x2048 for ADE20K segmentors (the
 # MetaFormer / ConvNeXt / Swin UperNet tables), 1333x800 for COCO detectors, 224x224 for ImageNet classifiers.
 DEFAULT_SHAPES = {'mmseg': (512, 2048), 'mmdet': (800, 1333), 'mmpretrain': (224, 224)}
@@ -38,8 +40,8 @@ def _load(cfg: Union[str, Config]) -> Config:
 def _scope(cfg: Config) -> str:
     scope = cfg.get('default_scope')
     if scope not in DEFAULT_SHAPES:
-        raise ValueError(f'the config\'s default_scope is {scope!r}; expected one of {sorted(DEFAULT_SHAPES)} '
-                         f'(an mmdet, mmseg or mmpretrain config)')
+        raise InvalidSettingError(f'the config\'s default_scope is {scope!r}; expected one of {sorted(DEFAULT_SHAPES)} '
+                                  f'(an mmdet, mmseg or mmpretrain config)')
     return scope
 
 
@@ -51,7 +53,7 @@ def input_shape(cfg: Union[str, Config], shape: Optional[Union[int, Sequence[int
         shape = (shape, shape)
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2 or min(shape) <= 0:
-        raise ValueError(f'an input shape is one size (a square) or (height, width), got {shape}')
+        raise InvalidSettingError(f'an input shape is one size (a square) or (height, width), got {shape}')
     return shape
 
 

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from ..errors import InvalidSettingError, MissingFileError
 from .package_files import package_root
 
 TABLE_BEGIN, TABLE_END = '<!-- model-zoo:begin -->', '<!-- model-zoo:end -->'
@@ -27,7 +28,7 @@ def metafiles(root: Optional[Path] = None) -> Dict[str, dict]:
     imports = read_yaml(root / 'model-index.yml')['Import']
     missing = [path for path in imports if not (root / path).is_file()]
     if missing:
-        raise FileNotFoundError(f'model-index.yml imports missing metafiles: {missing}')
+        raise MissingFileError(f'model-index.yml imports missing metafiles: {missing}')
     return {path: read_yaml(root / path) for path in imports}
 
 
@@ -101,8 +102,9 @@ def update_readmes(root: Optional[Path] = None, check: bool = False) -> List[str
         text = readme.read_text() if readme.is_file() else ''
         pattern = re.compile(re.escape(TABLE_BEGIN) + r'\n.*?' + re.escape(TABLE_END), re.S)
         if not pattern.search(text):
-            raise ValueError(f'{readme} has no table markers: add the lines {TABLE_BEGIN} and {TABLE_END} where '
-                             f'the table of {path} goes')
+            raise InvalidSettingError(
+                f'{readme} has no table markers: add the lines {TABLE_BEGIN} and {TABLE_END} where '
+                f'the table of {path} goes')
         table = f'{TABLE_BEGIN}\n{render_table(metafile, readme.parent, root)}\n{TABLE_END}'
         updated = pattern.sub(lambda _: table, text)
         if updated != text:

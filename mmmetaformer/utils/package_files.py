@@ -7,6 +7,8 @@ uses the repository's own files.
 import difflib
 from pathlib import Path
 
+from ..errors import MissingFileError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -16,9 +18,9 @@ def package_root() -> Path:
     for root in (PACKAGE_DIR / '.mim', PACKAGE_DIR.parent):
         if (root / 'model-index.yml').is_file() and (root / 'configs').is_dir():
             return root
-    raise FileNotFoundError(f'mmmetaformer at {PACKAGE_DIR} carries no configs: neither {PACKAGE_DIR / ".mim"} '
-                            f'(a wheel) nor {PACKAGE_DIR.parent / "configs"} (a checkout) exists. Reinstall it '
-                            f'from a wheel built with `pip wheel .` or from a checkout with `pip install -e .`.')
+    raise MissingFileError(f'mmmetaformer at {PACKAGE_DIR} carries no configs: neither {PACKAGE_DIR / ".mim"} '
+                           f'(a wheel) nor {PACKAGE_DIR.parent / "configs"} (a checkout) exists. Reinstall it '
+                           f'from a wheel built with `pip wheel .` or from a checkout with `pip install -e .`.')
 
 
 def model_index_file() -> Path:
@@ -36,5 +38,5 @@ def config_file(name: str) -> str:
     known = sorted(p.relative_to(configs).as_posix() for p in configs.rglob('*.py') if '__pycache__' not in p.parts)
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
     hint = f'close matches: {", ".join(close)}' if close else f'e.g. {known[0]}' if known else 'no configs found'
-    raise FileNotFoundError(f'no config {name!r} in {configs} (names are relative to configs/ and end in .py; '
-                            f'{hint})')
+    raise MissingFileError(f'no config {name!r} in {configs} (names are relative to configs/ and end in .py; '
+                           f'{hint})')

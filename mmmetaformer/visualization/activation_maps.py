@@ -15,6 +15,7 @@ from mmengine.dataset import pseudo_collate
 from torch import Tensor, nn
 
 from ..apis.inference import build_inferencer, load_model_config
+from ..errors import FileAccessError, InvalidSettingError
 from ..models.metaformer import NUM_STAGES, Downsampling, MetaFormer, MetaFormerBlock, MetaFormerStage, Stem
 
 # Names of the methods of the grad-cam package that work on any MetaFormer layer with one forward/backward pass.
@@ -36,8 +37,9 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
         try:
             module = module[int(part)] if part.lstrip('-').isdigit() else getattr(module, part)
         except (AttributeError, IndexError, TypeError) as error:
-            raise ValueError(f'the model has no layer {name!r} (nothing at {part!r}); target layers are dotted '
-                             f'paths such as {DEFAULT_TARGET_LAYERS[0]!r}') from error
+            raise InvalidSettingError(
+                f'the model has no layer {name!r} (nothing at {part!r}); target layers are dotted '
+                f'paths such as {DEFAULT_TARGET_LAYERS[0]!r}') from error
     return module.blocks if isinstance(module, MetaFormerStage) else module
 
 
@@ -66,7 +68,7 @@ def preprocess_image(inferencer, image_path: str) -> Tuple[Tensor, np.ndarray]:
     RGB uint8 (H, W, 3) before normalisation (with the preprocessor's padding)."""
     image = mmcv.imread(image_path)
     if image is None:
-        raise ValueError(f'cannot read {image_path} as an image')
+        raise InvalidSettingError(f'cannot read {image_path} as an image')
     item = inferencer.pipeline(dict(img=image, img_shape=image.shape[:2], ori_shape=image.shape[:2]))
     inputs = inferencer.model.data_preprocessor(pseudo_collate([item]), False)['inputs']
     seen = item['inputs'].permute(1, 2, 0).numpy()[..., ::-1]  # the pipeline keeps mmcv's BGR
@@ -83,17 +85,19 @@ def class_activation_map(model: nn.Module, inputs: Tensor, target_layers: Sequen
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     if method not in CAM_METHODS:
-        raise ValueError(f'unknown CAM method {method!r}; choose one of {", ".join(CAM_METHODS)}')
+        raise InvalidSettingError(f'unknown CAM method {method!r}; choose one of {", ".join(CAM_METHODS)}')
     layouts = {is_channels_last(model, layer) for layer in target_layers}
     if len(layouts) != 1:
-        raise ValueError('the target layers mix channels-last MetaFormer layers and NCHW layers; choose layers of '
-                         'one kind')
+        raise InvalidSettingError(
+            'the target layers mix channels-last MetaFormer layers and NCHW layers; choose layers of '
+            'one kind')
     with torch.no_grad():
         scores = model(inputs).softmax(-1)[0]
     if target_category is None:
         target_category = int(scores.argmax())
     elif not 0 <= target_category < scores.numel():
-        raise ValueError(f'target category {target_category} is not one of the model\'s {scores.numel()} classes')
+        raise InvalidSettingError(
+            f'target category {target_category} is not one of the model\'s {scores.numel()} classes')
     cam_class = getattr(pytorch_grad_cam, CAM_METHODS[method])
     with cam_class(model=model, target_layers=list(target_layers),
                    reshape_transform=_to_nchw if layouts == {True} else None) as cam:
@@ -110,8 +114,9 @@ def draw_cam(image: str, config: Union[str, Config], checkpoint: str, save_path:
     from pytorch_grad_cam.utils.image import show_cam_on_image
     cfg = load_model_config(config, cfg_options)
     if cfg.default_scope != 'mmpretrain':
-        raise ValueError(f'class activation maps need a classifier config (mmpretrain); this is a '
-                         f'{cfg.default_scope} config: see tools/vis_featmap.py for the feature maps of its backbone')
+        raise InvalidSettingError(
+            f'class activation maps need a classifier config (mmpretrain); this is a '
+            f'{cfg.default_scope} config: see tools/vis_featmap.py for the feature maps of its backbone')
     inferencer = build_inferencer(cfg, checkpoint, device)
     model = inferencer.model
     names = list(target_layers or DEFAULT_TARGET_LAYERS)
@@ -120,7 +125,7 @@ def draw_cam(image: str, config: Union[str, Config], checkpoint: str, save_path:
     heatmap, category, score = class_activation_map(model, inputs, layers, method, target_category)
     overlay = show_cam_on_image(seen.astype(np.float32) / 255, heatmap, use_rgb=True)
     if not mmcv.imwrite(overlay[..., ::-1], save_path):
-        raise OSError(f'could not write {save_path}')
+        raise FileAccessError(f'could not write {save_path}')
     classes = inferencer.classes
     return dict(category=category, class_name=classes[category] if classes else None, score=score,
                 target_layers=names)
@@ -130,7 +135,8 @@ def stage_outputs(backbone: nn.Module, inputs: Tensor) -> List[Tensor]:
     """The outputs (C, H, W) of the four stages of a MetaFormer backbone (before any output norm), whatever its
     ``out_indices``."""
     if not isinstance(backbone, MetaFormer):
-        raise ValueError(f'feature maps need a MetaFormer backbone; this model has a {type(backbone).__name__}')
+        raise InvalidSettingError(
+            f'feature maps need a MetaFormer backbone; this model has a {type(backbone).__name__}')
     captured: Dict[int, Tensor] = {}
 
     def keep(index: int):
@@ -143,8 +149,8 @@ def stage_outputs(backbone: nn.Module, inputs: Tensor) -> List[Tensor]:
         for hook in hooks:
             hook.remove()
     if len(captured) != NUM_STAGES:
-        raise ValueError(f'the backbone stops after stage {max(backbone.out_indices)} (out_indices='
-                         f'{backbone.out_indices}); add stage {NUM_STAGES - 1} to its out_indices')
+        raise InvalidSettingError(f'the backbone stops after stage {max(backbone.out_indices)} (out_indices='
+                                  f'{backbone.out_indices}); add stage {NUM_STAGES - 1} to its out_indices')
     return [captured[i] for i in range(NUM_STAGES)]
 
 
@@ -168,7 +174,7 @@ def draw_feature_maps(image: str, config: Union[str, Config], save_path: str, ch
     e.g. ImageNet weights of the backbone)."""
     from mmengine.visualization import Visualizer
     if channel_reduction not in CHANNEL_REDUCTIONS:
-        raise ValueError(f'channel_reduction must be one of {CHANNEL_REDUCTIONS}, got {channel_reduction!r}')
+        raise InvalidSettingError(f'channel_reduction must be one of {CHANNEL_REDUCTIONS}, got {channel_reduction!r}')
     inferencer = build_inferencer(config, checkpoint, device, cfg_options)
     model = inferencer.model
     if checkpoint is None:
@@ -183,5 +189,5 @@ def draw_feature_maps(image: str, config: Union[str, Config], save_path: str, ch
         panels.append(_titled(drawn, f'stage {index}: {channels} ch, {height}x{width}, stride {4 * 2**index}'))
     grid = np.concatenate([np.concatenate(panels[:2], axis=1), np.concatenate(panels[2:], axis=1)])
     if not mmcv.imwrite(grid[..., ::-1], save_path):
-        raise OSError(f'could not write {save_path}')
+        raise FileAccessError(f'could not write {save_path}')
     return grid

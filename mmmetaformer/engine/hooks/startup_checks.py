@@ -14,12 +14,15 @@ from mmengine.dist import all_gather_object, get_world_size
 from mmengine.model import is_model_wrapper
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
+from ...errors import InvalidSettingError
+from ...utils.dataset_configs import leaf_datasets
+
 # Heads whose outputs are the data set's classes (mmdet, mmseg, mmpretrain). An RPN head is class-agnostic.
 CLASS_HEADS = ('bbox_head', 'mask_head', 'decode_head', 'auxiliary_head', 'head')
 SPLIT_NAMES = {'train': 'training', 'val': 'validation', 'test': 'test'}
 
 
-class StartupCheckError(ValueError):
+class StartupCheckError(InvalidSettingError):
     """A run's settings contradict its data or name missing files; raised on every process before the first
     iteration, the message naming the settings involved."""
 
@@ -113,10 +116,9 @@ def stop_on_problems(problems: List[str]) -> None:
 
 def classes_named_in_config(runner, split: str) -> bool:
     """Whether the config names the classes of the ``split`` data set (``metainfo.classes`` or ``classes``)."""
-    from ...utils.cli import _datasets
     loader = runner.cfg.get(f'{split}_dataloader') or {}
     return any('classes' in (leaf.get('metainfo') or {}) or 'classes' in leaf
-               for leaf in _datasets(loader.get('dataset')))
+               for leaf in leaf_datasets(loader.get('dataset')))
 
 
 def check_run_settings(runner, splits: Sequence[str]) -> None:

@@ -18,6 +18,7 @@ from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 
+from ...errors import InvalidSettingError
 from ...models.metaformer import MetaFormer
 from ...registry import OPTIM_WRAPPER_CONSTRUCTORS
 
@@ -37,8 +38,8 @@ def metaformer_layer_id(name: str, depths: List[int]) -> int:
             return first_block
         if parts[2] == 'blocks':
             return first_block + int(parts[3])
-    raise ValueError(f'layer-wise lr decay: MetaFormer parameter {name!r} is in no known part of the backbone '
-                     f'(stem, stages.<i>.downsample, stages.<i>.blocks.<j>, out_norms)')
+    raise InvalidSettingError(f'layer-wise lr decay: MetaFormer parameter {name!r} is in no known part of the backbone '
+                              f'(stem, stages.<i>.downsample, stages.<i>.blocks.<j>, out_norms)')
 
 
 def find_metaformer_backbone(model: nn.Module) -> MetaFormer:
@@ -71,11 +72,13 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None) -> None:
         paramwise_cfg = dict(paramwise_cfg or {})
         if 'decay_rate' not in paramwise_cfg or set(paramwise_cfg) != {'decay_rate'}:
-            raise ValueError(f'LayerDecayOptimizerConstructor takes paramwise_cfg=dict(decay_rate=...) and nothing '
-                             f'else, got paramwise_cfg={paramwise_cfg}')
+            raise InvalidSettingError(
+                f'LayerDecayOptimizerConstructor takes paramwise_cfg=dict(decay_rate=...) and nothing '
+                f'else, got paramwise_cfg={paramwise_cfg}')
         decay_rate = paramwise_cfg['decay_rate']
         if not isinstance(decay_rate, (int, float)) or not 0 < decay_rate <= 1:
-            raise ValueError(f'LayerDecayOptimizerConstructor: decay_rate must be in (0, 1], got {decay_rate!r}')
+            raise InvalidSettingError(
+                f'LayerDecayOptimizerConstructor: decay_rate must be in (0, 1], got {decay_rate!r}')
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
         self.decay_rate = float(decay_rate)
 

@@ -5,6 +5,7 @@ from typing import Optional
 
 from torch import Tensor
 
+from ...errors import FileAccessError, MissingFileError
 from .checkpoint_layouts import StateDict
 
 
@@ -33,11 +34,12 @@ def read_checkpoint(path_or_url: str, setting: Optional[str] = None) -> StateDic
         if re.match(r'^(https?|s3|openmmlab|torchvision|modelzoo|pavi)://', str(path_or_url)):
             local = f"/path/to/{path_or_url.rsplit('/', 1)[-1]}"
             use = f'e.g. --cfg-options {setting}={local}' if setting else f'e.g. {local}'
-            raise RuntimeError(
+            raise FileAccessError(
+
                 f'could not download the weights from {path_or_url} ({cause}). Download the file on a machine with '
                 f'internet access and use the local copy instead, {use} (any official layout works; '
                 f'tools/convert_checkpoint.py is optional).') from error
         if isinstance(error, FileNotFoundError):
-            raise
-        raise RuntimeError(f'cannot read {path_or_url} as a torch checkpoint ({cause})') from error
+            raise MissingFileError(str(error)) from error
+        raise FileAccessError(f'cannot read {path_or_url} as a torch checkpoint ({cause})') from error
     return unwrap(content)

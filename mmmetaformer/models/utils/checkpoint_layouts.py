@@ -22,6 +22,8 @@ from typing import Dict, Optional, Tuple
 
 from torch import Tensor
 
+from ...errors import InvalidSettingError
+
 StateDict = Dict[str, Tensor]
 
 BACKBONE, HEAD = 'backbone.', 'head.'
@@ -46,8 +48,9 @@ def detect_layout(state_dict: StateDict) -> str:
     if has('stem.') and has('stages.'):
         return 'timm'
     sample = ', '.join(keys[:5])
-    raise ValueError(f'unrecognised checkpoint layout (first keys: {sample}); expected a sail-sg PoolFormer v1, '
-                     f'sail-sg MetaFormer-baselines, timm, mmpretrain PoolFormer or mmmetaformer checkpoint')
+    raise InvalidSettingError(
+        f'unrecognised checkpoint layout (first keys: {sample}); expected a sail-sg PoolFormer v1, '
+        f'sail-sg MetaFormer-baselines, timm, mmpretrain PoolFormer or mmmetaformer checkpoint')
 
 
 def _sail_classifier_key(key: str) -> Optional[str]:
@@ -143,5 +146,5 @@ def known_layout(state_dict: StateDict) -> Optional[str]:
     """The layout of a state dict, or None when it is none of the MetaFormer layouts we know."""
     try:
         return detect_layout(state_dict)
-    except ValueError:
+    except InvalidSettingError:
         return None

@@ -10,6 +10,7 @@ from typing import Callable, List, Optional
 from mmengine.logging import MMLogger
 from torch import nn
 
+from ...errors import InvalidSettingError
 from .checkpoint_files import read_checkpoint
 from .checkpoint_layouts import BACKBONE, StateDict, known_layout, to_canonical
 
@@ -44,9 +45,10 @@ def select_compatible(state_dict: StateDict, module: nn.Module, what: str, stric
     optional = (lambda key: key.startswith('out_norms.')) if strict else (lambda key: True)
     mismatches = tensor_mismatches(state_dict, expected, may_lack=optional, may_add=optional)
     if strict and mismatches:
-        raise ValueError(f'{what}: {mismatches[0]} ({type(module).__name__}); the checkpoint is for a different '
-                         f'architecture or size. Add strict=False to the init_cfg to load only the tensors '
-                         f'that match.')
+        raise InvalidSettingError(
+            f'{what}: {mismatches[0]} ({type(module).__name__}); the checkpoint is for a different '
+            f'architecture or size. Add strict=False to the init_cfg to load only the tensors '
+            f'that match.')
     if mismatches:
         MMLogger.get_current_instance().warning(f'{what}: skipped tensors of another shape: {mismatches}')
     return OrderedDict((k, v) for k, v in state_dict.items() if k not in expected or expected[k].shape == v.shape)
@@ -68,17 +70,19 @@ def check_model_checkpoint(path: str, model: nn.Module, convert: bool = False) -
     layout = known_layout(state_dict)
     if layout not in (None, 'mmmetaformer'):
         if not convert or layout == 'sail_v1_dense':
-            raise ValueError(f'{path} is a checkpoint in the {layout} layout, not one of this model: convert it '
-                             f'first with `python tools/convert_checkpoint.py {path} converted.pth` and use '
-                             f'converted.pth')
+            raise InvalidSettingError(
+                f'{path} is a checkpoint in the {layout} layout, not one of this model: convert it '
+                f'first with `python tools/convert_checkpoint.py {path} converted.pth` and use '
+                f'converted.pth')
         state_dict = to_canonical(state_dict)[0]
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     problems = tensor_mismatches(state_dict, model.state_dict(), may_lack=lambda key: False,
                                  may_add=lambda key: '.out_norms.' in f'.{key}')
     if problems:
-        raise ValueError(f'{path} does not fit the model of this config ({len(problems)} tensors differ; first: '
-                         f'{problems[0]}). Was it trained with another config or model size?')
+        raise InvalidSettingError(
+            f'{path} does not fit the model of this config ({len(problems)} tensors differ; first: '
+            f'{problems[0]}). Was it trained with another config or model size?')
     return state_dict
 
 
