@@ -250,6 +250,6 @@ test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 def test_onnx_benchmark_times_both_sides():
     """`tools/benchmark.py --onnx` in small: both runtimes timed on the same exported model (no timing goal)."""
     from mmmetaformer.export.onnx_benchmark import compare_onnx_runtime
-    seconds = compare_onnx_runtime('configs/mmpretrain/poolformer_s12_in1k.py', (64, 64), threads=1, iters=1,
+    seconds = compare_onnx_runtime('mmpretrain/poolformer_s12_in1k.py', (64, 64), threads=1, iters=1,
                                    warmup=0)
     assert set(seconds) == {'pytorch', 'onnxruntime'} and all(value > 0 for value in seconds.values())

@@ -15,20 +15,21 @@ from typing import Dict, List, Tuple
 import torch
 
 from ..utils.benchmark import median_step_times
+from ..utils.package_files import config_file
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-# (label, config relative to the repository, input (H, W)): a backbone with its classifier head, a segmentor, a
+# (label, config name relative to configs/, input (H, W)): a backbone with its classifier head, a segmentor, a
 # detector.
 DEFAULT_MODELS: List[Tuple[str, str, Tuple[int, int]]] = [
-    ('PoolFormer-S12 classifier', 'configs/mmpretrain/poolformer_s12_in1k.py', (224, 224)),
-    ('Semantic FPN PoolFormer-S12', 'configs/mmseg/fpn_poolformer_s12_40k_ade20k.py', (512, 512)),
-    ('RetinaNet PoolFormer-S12', 'configs/mmdet/retinanet_poolformer_s12_1x.py', (800, 1344)),
+    ('PoolFormer-S12 classifier', 'mmpretrain/poolformer_s12_in1k.py', (224, 224)),
+    ('Semantic FPN PoolFormer-S12', 'mmseg/fpn_poolformer_s12_40k_ade20k.py', (512, 512)),
+    ('RetinaNet PoolFormer-S12', 'mmdet/retinanet_poolformer_s12_1x.py', (800, 1344)),
 ]
 
 
 def compare_onnx_runtime(config: str, shape: Tuple[int, int], threads: int = 2, iters: int = 10,
                          warmup: int = 2) -> Dict[str, float]:
-    """Seconds per image of PyTorch and of onnxruntime for the config's model (random weights) at ``shape``."""
+    """Seconds per image of PyTorch and of onnxruntime for the model (random weights) of ``config`` (a file, or a
+    name relative to the packaged configs/ such as ``'mmdet/retinanet_poolformer_s12_1x.py'``) at ``shape``."""
     import onnxruntime as ort
     from mmengine.config import Config
 
@@ -36,7 +37,7 @@ def compare_onnx_runtime(config: str, shape: Tuple[int, int], threads: int = 2, 
     from .exporter import build_model, example_input, export_onnx
     from .verify import torch_outputs
     torch.set_num_threads(threads)
-    cfg = Config.fromfile(config if osp.isfile(config) else osp.join(ROOT, config))
+    cfg = Config.fromfile(config if osp.isfile(config) else config_file(config))
     model = build_model(cfg)
     x = example_input(shape)
     with tempfile.TemporaryDirectory() as folder:

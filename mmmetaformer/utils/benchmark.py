@@ -16,7 +16,6 @@ A new mode is a function ``(options, setting) -> rows`` registered in :data:`MOD
 :func:`median_step_times`, :func:`peak_memory_mb` and :func:`compare`.
 """
 import copy
-import os.path as osp
 import statistics
 import time
 from contextlib import nullcontext
@@ -27,11 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidSettingError
+from .package_files import config_file
 
 Step = Callable[[], None]
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TIMM_MODELS = ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18', 'caformer_s18']
-# Whole models and the config each is built from (relative to the repository's configs/).
+# Whole models and the config each is built from (names relative to the packaged configs/).
 WHOLE_MODELS = {
     'retinanet': 'mmdet/retinanet_poolformer_s12_1x.py',
     'mask_rcnn': 'mmdet/mask_rcnn_poolformer_s12_1x.py',
@@ -246,7 +245,7 @@ def build_whole_pair(name: str) -> Tuple[nn.Module, nn.Module]:
         import mmdet.models  # noqa: F401
     else:
         import mmseg.models  # noqa: F401
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', WHOLE_MODELS[name]))
+    cfg = Config.fromfile(config_file(WHOLE_MODELS[name]))
     cfg.model.backbone.init_cfg = None
     if scope == 'mmseg':  # one process, no process group: plain BatchNorm
         cfg.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
