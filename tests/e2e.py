@@ -1,4 +1,5 @@
-"""Helpers of the end-to-end tests: derived configs on tiny generated data, and running the tools."""
+"""Helpers shared by the test modules: models built from the configs, random checkpoints, derived configs on tiny
+generated data, running the tools."""
 import os
 import os.path as osp
 import re
@@ -8,6 +9,29 @@ import sys
 from typing import List
 
 from conftest import ROOT
+
+
+def build_config_model(config: str):
+    """The model of ``configs/<config>`` (e.g. ``'mmdet/retinanet_poolformer_s12_1x.py'``), built in its library's
+    scope with random weights."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    import mmmetaformer  # noqa: F401
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', config))
+    init_default_scope(cfg.default_scope)
+    return MODELS.build(cfg.model)
+
+
+def save_random_checkpoint(config: str, path: str, classes=None) -> str:
+    """The model of ``config`` as built (random weights), saved as an mm checkpoint with its class names."""
+    import torch
+
+    from mmmetaformer.apis.inference import build_inferencer
+    model = build_inferencer(config, None, 'cpu').model
+    meta = dict(dataset_meta=dict(classes=classes)) if classes else {}
+    torch.save(dict(state_dict=model.state_dict(), meta=meta), path)
+    return path
 
 
 def free_port() -> str:

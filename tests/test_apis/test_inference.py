@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from e2e import DET_TINY, run_tool, write_config
+from e2e import DET_TINY, run_tool, save_random_checkpoint, tiny_seg_config, write_config
 
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
@@ -18,15 +18,6 @@ pytest.importorskip('mmpretrain')
 SHAPES = ('square', 'circle', 'triangle')
 # score_thr 0 in the head's test_cfg: an untrained RetinaNet scores everything about 0.01 and would keep no box
 RETINA_HEAD = ', bbox_head=dict(num_classes=3), test_cfg=dict(score_thr=0.0, max_per_img=20)'
-
-
-def save_random_checkpoint(config: str, path: str, classes=None) -> str:
-    """The model of ``config`` as built (random weights), saved as an mm checkpoint with its class names."""
-    from mmmetaformer.apis.inference import build_inferencer
-    model = build_inferencer(config, None, 'cpu').model
-    meta = dict(dataset_meta=dict(classes=classes)) if classes else {}
-    torch.save(dict(state_dict=model.state_dict(), meta=meta), path)
-    return path
 
 
 @pytest.fixture(scope='module')
@@ -72,12 +63,11 @@ def test_detector_pictures_and_predictions_through_the_tool(shapes, tmp_path):
 
 
 def test_segmentor_predicts_a_class_per_pixel(tmp_path):
-    from test_mmseg import tiny_config
 
     from mmmetaformer.apis.inference import run_inference
     from mmmetaformer.testing import make_ade20k_like
     ade = make_ade20k_like(str(tmp_path / 'ade'), splits=(('validation', 2), ))
-    config = tiny_config(tmp_path, ade)
+    config = tiny_seg_config(tmp_path, ade, 'fpn_poolformer_s12_40k_ade20k')
     checkpoint = save_random_checkpoint(config, str(tmp_path / 'fpn.pth'))
     written = run_inference(config, checkpoint, [osp.join(ade, 'images', 'validation')], str(tmp_path / 'out'),
                             device='cpu')

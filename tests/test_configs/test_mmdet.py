@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from e2e import DET_TINY, free_port, run_tool, write_config
+from e2e import DET_TINY, build_config_model, free_port, run_tool, write_config
 
 pytest.importorskip('mmdet')
 
@@ -29,23 +29,12 @@ def shapes(tmp_path_factory):
     return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 8), ('val', 4)))
 
 
-def build_detector(config: str):
-    from mmdet.registry import MODELS
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
-    import mmmetaformer  # noqa: F401
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mmdet', config))
-    init_default_scope('mmdet')
-    return MODELS.build(cfg.model)
-
-
 @pytest.mark.parametrize('config, params', [
     ('retinanet_poolformer_s12_1x.py', 21.7), ('retinanet_poolformer_s24_1x.py', 31.1),
     ('retinanet_poolformer_s36_1x.py', 40.6), ('mask_rcnn_poolformer_s12_1x.py', 31.6),
     ('mask_rcnn_poolformer_s24_1x.py', 41.0), ('mask_rcnn_poolformer_s36_1x.py', 50.5)])
 def test_published_detector_sizes(config, params):
-    model = build_detector(config)
+    model = build_config_model(f'mmdet/{config}')
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == params
 
 
@@ -72,7 +61,7 @@ def test_config_settings_are_the_published_ones():
 @pytest.mark.parametrize('family', ['poolformerv2_s12', 'convformer_s18', 'caformer_s18'])
 def test_other_families_build(family):
     for detector in ('retinanet', 'mask_rcnn'):
-        model = build_detector(f'{detector}_{family}_1x.py')
+        model = build_config_model(f'mmdet/{detector}_{family}_1x.py')
         assert type(model.backbone).__name__.lower() == family.split('_')[0]
 
 

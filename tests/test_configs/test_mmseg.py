@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from e2e import assert_miou_printed, free_port, run_tool, tiny_seg_config
+from e2e import assert_miou_printed, build_config_model, free_port, run_tool, tiny_seg_config
 
 mmseg = pytest.importorskip('mmseg')
 
@@ -34,17 +34,6 @@ def tiny_config(tmp_path, ade: str, model: str = 'poolformer_s12') -> str:
     return tiny_seg_config(tmp_path, ade, f'fpn_{model}_40k_ade20k')
 
 
-def build_segmentor(model: str):
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    import mmmetaformer  # noqa: F401
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mmseg', f'fpn_{model}_40k_ade20k.py'))
-    init_default_scope('mmseg')
-    return MODELS.build(cfg.model)
-
-
 def assert_fpn_features(model) -> None:
     """The neck takes the backbone's four stage widths and gives 256-channel maps at strides 4, 8, 16, 32."""
     model.eval()
@@ -63,14 +52,14 @@ def assert_overlays(show_dir) -> None:
 
 @pytest.mark.parametrize('arch, params', POOLFORMER_SIZES)
 def test_published_segmentor_sizes(arch, params):
-    model = build_segmentor(f'poolformer_{arch}')
+    model = build_config_model(f'mmseg/fpn_poolformer_{arch}_40k_ade20k.py')
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == params
     assert_fpn_features(model)
 
 
 @pytest.mark.parametrize('family', OTHER_FAMILIES)
 def test_other_families_build(family):
-    model = build_segmentor(family)
+    model = build_config_model(f'mmseg/fpn_{family}_40k_ade20k.py')
     assert type(model.backbone).__name__.lower() == family.split('_')[0]
     assert_fpn_features(model)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from e2e import DET_TINY, free_port, write_config
+from e2e import DET_TINY, build_config_model, free_port, tiny_seg_config, write_config
 
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
@@ -78,10 +78,9 @@ def test_detector_with_80_head_classes_over_3_class_data_stops_before_training(s
 
 def test_every_class_head_of_mask_rcnn_is_checked_and_its_rpn_is_not(shapes):
     from mmdet.datasets import CocoDataset
-    from test_mmdet import build_detector
 
     from mmmetaformer.engine.hooks.startup_checks import class_count_problems, class_heads
-    detector = build_detector('mask_rcnn_poolformer_s12_1x.py')
+    detector = build_config_model('mmdet/mask_rcnn_poolformer_s12_1x.py')
     assert class_heads(detector) == [('model.roi_head.bbox_head', 80), ('model.roi_head.mask_head', 80)]
     dataset = CocoDataset(data_root=shapes, ann_file='annotations/instances_val.json', data_prefix=dict(img='val/'),
                           metainfo=dict(classes=('square', 'circle', 'triangle')), pipeline=[])
@@ -94,14 +93,13 @@ def test_every_class_head_of_mask_rcnn_is_checked_and_its_rpn_is_not(shapes):
 
 
 def test_segmentation_test_run_checks_decode_and_auxiliary_heads(tmp_path):
-    from test_mmseg import tiny_config
-
     from mmmetaformer.testing import make_ade20k_like
     ade = make_ade20k_like(str(tmp_path / 'ade'), splits=(('training', 1), ('validation', 1)), size=(64, 64))
     auxiliary = [dict(type='FCNHead', in_channels=128, in_index=1, channels=16, num_convs=1, num_classes=classes,
                       norm_cfg=dict(type='BN'), loss_decode=dict(type='CrossEntropyLoss', loss_weight=0.4))
                  for classes in (150, 19)]
-    message = refused(tiny_config(tmp_path, ade), tmp_path, 'test', **{'model.auxiliary_head': auxiliary})
+    config = tiny_seg_config(tmp_path, ade, 'fpn_poolformer_s12_40k_ade20k')
+    message = refused(config, tmp_path, 'test', **{'model.auxiliary_head': auxiliary})
     assert 'model.auxiliary_head[1].num_classes=19 but the test data set has 150 classes' in message
     assert 'decode_head' not in message and 'auxiliary_head[0]' not in message
 

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_inference import save_random_checkpoint
 
 from conftest import ROOT
-from e2e import DET_TINY, run_tool, write_config
+from e2e import DET_TINY, run_tool, save_random_checkpoint, write_config
 
 pytest.importorskip('mmpretrain')
 pytest.importorskip('pytorch_grad_cam')
