@@ -11,6 +11,11 @@ from typing import List
 from conftest import ROOT
 
 
+def rel_err(a, b) -> float:
+    """The relative error of tensor ``a`` against ``b`` (norm of the difference over the norm of ``b``)."""
+    return ((a - b).norm() / b.norm()).item()
+
+
 def build_config_model(config: str):
     """The model of ``configs/<config>`` (e.g. ``'mmdet/retinanet_poolformer_s12_1x.py'``), built in its library's
     scope with random weights."""

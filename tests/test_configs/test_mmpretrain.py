@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from e2e import run_tool, write_config
+from e2e import rel_err, run_tool, write_config
 from official_keys import official_checkpoints
 from reference_impl import build_reference
 
@@ -62,10 +62,6 @@ default_hooks = dict(logger=dict(interval=1))
 def config(name: str):
     from mmengine.config import Config
     return Config.fromfile(osp.join(ROOT, 'configs', 'mmpretrain', f'{name}_in1k.py'))
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
 
 
 def top1(result) -> float:

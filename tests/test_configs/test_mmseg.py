@@ -104,8 +104,9 @@ def test_train_test_and_show(ade, tmp_path):
 
 
 @pytest.mark.skipif(not osp.isfile(osp.join(MMSEG_TOOLS, 'train.py')), reason='mmseg ships no tools/ in its package')
-def test_mmseg_own_tools(ade, tmp_path):
-    config = tiny_config(tmp_path, ade)  # custom_imports brings mmmetaformer in
+@pytest.mark.parametrize('config', ['fpn_poolformer_s12_40k_ade20k', 'upernet_caformer_s18_160k_ade20k'])
+def test_mmseg_own_tools(ade, tmp_path, config):
+    config = tiny_seg_config(tmp_path, ade, config)  # custom_imports brings mmmetaformer in
     work = tmp_path / 'work'
     run_tool([osp.join(MMSEG_TOOLS, 'train.py'), config, '--work-dir', str(work)], cwd=str(tmp_path))
     result = run_tool([osp.join(MMSEG_TOOLS, 'test.py'), config, str(work / 'iter_2.pth'), '--work-dir', str(work),

@@ -1,6 +1,5 @@
 """UperNet 160k on ADE20K (the MetaFormer-Baselines setup): published sizes from the configs, the settings, the
-layer-wise lr decay groups, multi-scale + flip testing, and real runs of the tools (ours and mmseg's own) on tiny
-generated ADE20K-layout data."""
+multi-scale + flip testing, and real runs of the tools on tiny generated ADE20K-layout data."""
 import glob
 import os.path as osp
 
@@ -44,15 +43,6 @@ def test_b36_is_built_the_same_way():
         assert cfg.model.decode_head.in_channels == WIDTHS['b36'] and cfg.model.auxiliary_head.in_channels == 512
         cost = count_params_and_macs(cfg)  # the mmseg default: 512x2048
         assert cost.params > m36_params + 40e6 and cost.macs > m36_macs  # the backbone alone grows by 43 M
-
-
-def test_meta_device_count_equals_a_real_forward():
-    """The MACs counted on the meta device (shapes only) are those of a real forward, attention included."""
-    from mmmetaformer.utils.complexity import build_model_from_config, count_macs, count_params_and_macs
-    shape = (64, 160)
-    real = build_model_from_config(config_path('caformer_s18'), 'cpu')
-    assert count_params_and_macs(config_path('caformer_s18'), shape) == \
-        (sum(p.numel() for p in real.parameters()), count_macs(real, shape, 'mmseg'))
 
 
 def test_metafile_numbers_are_those_of_the_configs():
@@ -116,97 +106,6 @@ def test_tta_pipeline_gives_six_scales_with_and_without_flip(tmp_path):
     assert sorted(flips) == [False] * 6 + [True] * 6
 
 
-def test_tta_without_tta_pipeline_is_a_clear_error():
-    from mmengine.config import Config
-
-    from mmmetaformer.errors import InvalidSettingError
-    from mmmetaformer.utils.cli import enable_tta
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mmdet', 'retinanet_poolformer_s12_1x.py'))
-    with pytest.raises(InvalidSettingError, match='--tta needs tta_pipeline and tta_model'):
-        enable_tta(cfg)
-
-
-# --- layer-wise lr decay -------------------------------------------------------------------------------------------
-
-def param_groups(model, optim_wrapper: dict):
-    """name -> (lr, weight_decay) of every parameter in the optimizer that ``optim_wrapper`` builds for ``model``,
-    and the optimizer wrapper."""
-    from mmengine.optim import build_optim_wrapper
-    wrapper = build_optim_wrapper(model, optim_wrapper)
-    by_id = {id(p): (g['lr'], g['weight_decay']) for g in wrapper.optimizer.param_groups for p in g['params']}
-    names = {id(p): n for n, p in model.named_parameters()}
-    return {names[i]: value for i, value in by_id.items()}, wrapper
-
-
-def test_layer_decay_groups_of_upernet_caformer_s18():
-    from mmmetaformer.utils.complexity import build_model_from_config
-    cfg = load('caformer_s18')
-    model = build_model_from_config(cfg, 'meta')
-    groups, wrapper = param_groups(model, cfg.optim_wrapper)
-    assert set(groups) == {n for n, _ in model.named_parameters()}  # every parameter, each in one group
-
-    def lr(layer_id):  # 18 blocks: layer ids 0 (stem) ... 18, heads 19
-        return pytest.approx(1e-4 * 0.95**(19 - layer_id))
-    assert groups['backbone.stem.conv.weight'] == (lr(0), 0.05)
-    assert groups['backbone.stem.conv.bias'] == (lr(0), 0.0)
-    assert groups['backbone.stem.norm.weight'] == (lr(0), 0.0)
-    assert groups['backbone.stages.0.blocks.0.token_mixer.pwconv1.weight'] == (lr(1), 0.05)
-    assert groups['backbone.stages.0.blocks.2.mlp.act.scale'] == (lr(3), 0.0)  # StarReLU scalars
-    assert groups['backbone.stages.0.blocks.2.mlp.act.bias'] == (lr(3), 0.0)
-    assert groups['backbone.stages.1.downsample.norm.weight'] == (lr(4), 0.0)  # the stage's first block's id
-    assert groups['backbone.stages.1.downsample.conv.weight'] == (lr(4), 0.05)
-    assert groups['backbone.stages.1.blocks.0.norm1.weight'] == (lr(4), 0.0)
-    assert groups['backbone.stages.2.blocks.0.token_mixer.qkv.weight'] == (lr(7), 0.05)
-    assert groups['backbone.stages.2.blocks.8.res_scale1.scale'] == (lr(15), 0.0)
-    assert groups['backbone.stages.3.blocks.2.mlp.fc2.weight'] == (lr(18), 0.05)
-    assert groups['backbone.out_norms.0.weight'] == (lr(19), 0.0)  # fresh: the heads' lr
-    assert groups['decode_head.fpn_bottleneck.conv.weight'] == (lr(19), 0.05)
-    assert groups['decode_head.fpn_bottleneck.bn.weight'] == (lr(19), 0.0)
-    assert groups['decode_head.conv_seg.bias'] == (lr(19), 0.0)
-    assert groups['auxiliary_head.convs.0.conv.weight'] == (lr(19), 0.05)
-    assert wrapper.get_lr()['lr'][0] == pytest.approx(1e-4)  # what mmengine logs: the base lr
-    names = [n for g in wrapper.optimizer.param_groups for n in g['param_names']]
-    assert sorted(names) == sorted(groups)
-
-
-@pytest.mark.parametrize('config', ['mmdet/retinanet_caformer_s18_1x.py', 'mmpretrain/convformer_s18_in1k.py'])
-def test_layer_decay_in_other_libraries(config):
-    from mmmetaformer.utils.complexity import build_model_from_config
-    model = build_model_from_config(osp.join(ROOT, 'configs', config), 'meta')
-    optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.1),
-                         constructor='mmmetaformer.LayerDecayOptimizerConstructor', paramwise_cfg=dict(decay_rate=0.5))
-    groups, _ = param_groups(model, optim_wrapper)
-    assert groups['backbone.stem.conv.weight'] == (0.5**19, 0.1)
-    assert groups['backbone.stages.3.blocks.2.norm2.weight'] == (0.5, 0.0)
-    heads = [(name, p) for name, p in model.named_parameters() if not name.startswith('backbone.')]
-    assert heads and all(groups[name] == (1.0, 0.1 if p.ndim > 1 else 0.0) for name, p in heads)
-
-
-def test_layer_decay_leaves_out_frozen_parameters():
-    from mmmetaformer.utils.complexity import build_model_from_config
-    cfg = load('convformer_s18')
-    cfg.model.backbone.frozen_stages = 1
-    model = build_model_from_config(cfg, 'meta')
-    groups, _ = param_groups(model, cfg.optim_wrapper)
-    assert not any(name.startswith(('backbone.stem.', 'backbone.stages.0.')) for name in groups)
-    assert 'backbone.stages.1.blocks.0.norm1.weight' in groups
-
-
-def test_layer_decay_refuses_other_backbones_and_bad_settings():
-    from mmengine.optim import build_optim_wrapper
-    from torch import nn
-    model = nn.Module()
-    model.backbone, model.head = nn.Conv2d(3, 8, 3), nn.Linear(8, 2)
-    optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-4), paramwise_cfg=dict(decay_rate=0.9),
-                         constructor='mmmetaformer.LayerDecayOptimizerConstructor')
-    with pytest.raises(TypeError, match='needs a MetaFormer backbone .* has a Conv2d backbone'):
-        build_optim_wrapper(model, optim_wrapper)
-    for paramwise_cfg, message in [(None, 'decay_rate'), (dict(decay_rate=1.5), r'in \(0, 1\]'),
-                                   (dict(decay_rate=0.9, num_layers=12), 'and nothing else')]:
-        with pytest.raises(ValueError, match=message):
-            build_optim_wrapper(model, dict(optim_wrapper, paramwise_cfg=paramwise_cfg))
-
-
 # --- end to end ----------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
@@ -239,20 +138,3 @@ def test_tools_test_tta(trained, tmp_path):
     assert 'do not match exactly' not in result.stdout + result.stderr  # mmengine loaded every tensor
     dumped = open(glob.glob(str(tmp_path / '*.py'))[0]).read()  # the config the runner ran
     assert "type='SegTTAModel'" in dumped and "type='TestTimeAug'" in dumped
-
-
-@pytest.mark.skipif(not osp.isfile(osp.join(MMSEG_TOOLS, 'train.py')), reason='mmseg ships no tools/ in its package')
-def test_mmseg_own_tools(ade, tmp_path):
-    config = tiny_seg_config(tmp_path, ade, 'upernet_caformer_s18_160k_ade20k')
-    work = tmp_path / 'work'
-    run_tool([osp.join(MMSEG_TOOLS, 'train.py'), config, '--work-dir', str(work)], cwd=str(tmp_path))
-    assert_miou_printed(run_tool([osp.join(MMSEG_TOOLS, 'test.py'), config, str(work / 'iter_2.pth'),
-                                  '--work-dir', str(work)], cwd=str(tmp_path)))
-
-
-def test_get_flops_tool_on_a_config():
-    result = run_tool(['tools/get_flops.py', config_path('caformer_s18')])
-    assert 'input shape: 512x2048' in result.stdout
-    assert 'params: 53.73 M' in result.stdout
-    macs = float(result.stdout.split('MACs: ')[1].split(' G')[0])
-    assert abs(macs - 1024) / 1024 < 0.03

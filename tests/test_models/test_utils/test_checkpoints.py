@@ -10,6 +10,7 @@ import torch
 
 import mmmetaformer as mmf
 from conftest import ROOT
+from e2e import rel_err
 from reference_impl import build_reference
 
 FAMILIES = {'poolformer': mmf.PoolFormer, 'poolformerv2': mmf.PoolFormerV2, 'identityformer': mmf.IdentityFormer,
@@ -24,10 +25,6 @@ def load_ours(name, checkpoint, **kwargs):
                              **kwargs)
     model.init_weights()
     return model.eval()
-
-
-def rel_err(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 def assert_same_features(model, reference_stages, size):
