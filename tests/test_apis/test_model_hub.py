@@ -13,6 +13,7 @@ from e2e import rel_err
 from reference_impl import build_reference
 
 
+@pytest.mark.e2e
 def test_importing_mmmetaformer_leaves_mmpretrain_alone_and_registers_it_when_it_loads():
     code = ("import sys, mmmetaformer\n"
             "assert 'mmpretrain' not in sys.modules\n"

@@ -257,6 +257,7 @@ def test_weight_decay_only_on_multidimensional_weights(name, optimizer_type, sca
     assert {'backbone.stem.conv.weight', 'backbone.stages.0.blocks.0.mlp.fc1.weight'} <= decayed
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('name', ['poolformer_s12', 'caformer_s18'])
 def test_train_then_test_with_the_tools(name, imagenet, tmp_path):
     cfg = write_config(tmp_path / f'{name}.py', f'mmpretrain/{name}_in1k.py', TINY.format(root=imagenet))
@@ -269,6 +270,7 @@ def test_train_then_test_with_the_tools(name, imagenet, tmp_path):
     assert 0.0 <= top1(run_tool(['tools/test.py', cfg, str(checkpoint), '--work-dir', str(work)])) <= 100.0
 
 
+@pytest.mark.e2e
 def test_converted_checkpoint_through_the_test_tool(converted, imagenet, tmp_path):
     _, _, path = converted('poolformer_s12')
     result = run_tool(['tools/test.py', 'configs/mmpretrain/poolformer_s12_in1k.py', path, '--work-dir',
@@ -277,6 +279,7 @@ def test_converted_checkpoint_through_the_test_tool(converted, imagenet, tmp_pat
     assert 0.0 <= top1(result) <= 100.0
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not osp.isfile(osp.join(MIM_TOOLS, 'train.py')), reason='mmpretrain ships no tools')
 def test_mmpretrain_own_tools(imagenet, tmp_path):
     cfg = write_config(tmp_path / 'poolformer.py', 'mmpretrain/poolformer_s12_in1k.py', TINY.format(root=imagenet))

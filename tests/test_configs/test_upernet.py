@@ -126,11 +126,13 @@ def trained(ade, tmp_path_factory):
     return config, work
 
 
+@pytest.mark.e2e
 def test_tools_test(trained):
     config, work = trained
     assert_miou_printed(run_tool(['tools/test.py', config, str(work / 'iter_2.pth'), '--work-dir', str(work)]))
 
 
+@pytest.mark.e2e
 def test_tools_test_tta(trained, tmp_path):
     config, work = trained
     result = run_tool(['tools/test.py', config, str(work / 'iter_2.pth'), '--tta', '--work-dir', str(tmp_path)])

@@ -55,6 +55,7 @@ def logged_losses(work) -> list:
     return [json.loads(line)['loss'] for line in open(scalars) if '"loss"' in line]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('backend', ['aot_eager'])
 def test_compiled_training_gives_the_eager_losses(tmp_path, backend):
     pytest.importorskip('mmpretrain')

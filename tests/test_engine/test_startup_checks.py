@@ -55,6 +55,7 @@ def refused(config: str, tmp_path, method: str = 'train', **options) -> str:
     return str(error.value)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('tool', ['ours', 'mmdet'])
 def test_detector_with_80_head_classes_over_3_class_data_stops_before_training(shapes, tmp_path, tool):
     if tool == 'ours':
@@ -178,6 +179,7 @@ def test_a_problem_found_by_one_process_stops_every_process():
         assert all('load_from=x.pth' in message for message in results.values())
 
 
+@pytest.mark.e2e
 def test_two_node_dist_train_stops_on_every_node(shapes, tmp_path):
     """NNODES=2 torchrun runs of dist_train.sh on one machine (one process each) both stop with the message."""
     config, port = retinanet_config(tmp_path, shapes), free_port()

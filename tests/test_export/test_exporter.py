@@ -221,6 +221,7 @@ def test_comparison_catches_differences():
         assert not compare_outputs('mmdet', expected, wrong).ok, change
 
 
+@pytest.mark.e2e
 def test_export_onnx_tool_with_verify(tmp_path):
     """The command line: a Semantic FPN checkpoint, dynamic export, checked on an image through the config's test
     pipeline; a RandFormer --dynamic export is refused with the reason."""

@@ -43,6 +43,7 @@ def test_whole_segmentor_row():  # the detector runs the same code, and its pair
     check(rows[0])
 
 
+@pytest.mark.e2e
 def test_tool_prints_a_row():
     result = run_tool(['tools/benchmark.py', '--modes', 'train', '--models', 'poolformer_s12', '--device', 'cpu',
                        '--batch-size', '1', '--size', '64', '--iters', '1', '--warmup', '0', '--no-memory'])

@@ -1,6 +1,8 @@
 """Parameter and MAC counts (utils/complexity.py) and tools/get_flops.py."""
 import os.path as osp
 
+import pytest
+
 from conftest import ROOT
 from e2e import run_tool
 
@@ -16,6 +18,7 @@ def test_meta_device_count_equals_a_real_forward():
         (sum(p.numel() for p in real.parameters()), count_macs(real, shape, 'mmseg'))
 
 
+@pytest.mark.e2e
 def test_get_flops_tool_on_a_config():
     result = run_tool(['tools/get_flops.py', UPERNET_CAFORMER_S18])
     assert 'input shape: 512x2048' in result.stdout

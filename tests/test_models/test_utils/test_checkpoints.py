@@ -127,6 +127,7 @@ def test_unreachable_url_says_how_to_use_a_local_file():
         model.init_weights()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('name', ['poolformer_s12', 'caformer_s18'])
 def test_convert_checkpoint_tool_writes_a_loadable_classifier(name, tmp_ckpt, tmp_path):
     reference = build_reference(name)
@@ -144,6 +145,7 @@ def test_convert_checkpoint_tool_writes_a_loadable_classifier(name, tmp_ckpt, tm
     assert_same_features(model, reference.stage_outputs, (128, 160))
 
 
+@pytest.mark.e2e
 def test_converter_names_every_family_the_tensors_fit(tmp_ckpt, tmp_path):
     src = tmp_ckpt(build_reference('identityformer_s12').state_dict(), 'identity.pth')
     result = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', src, str(tmp_path / 'out.pth')],
@@ -167,6 +169,7 @@ def test_official_detection_backbone_loads_whatever_the_outputs(kwargs, tmp_ckpt
     torch.testing.assert_close(model.stem.conv.weight, reference.patch_embed.proj.weight)
 
 
+@pytest.mark.e2e
 def test_whole_dense_prediction_models_keep_their_output_norms(tmp_ckpt, tmp_path):
     """Official PoolFormer detectors/segmentors: ``backbone.`` + v1 names with norm0/2/4/6, plus neck and heads."""
     reference = build_reference('poolformer_s12')
@@ -233,6 +236,7 @@ def serve_folder():
         server.shutdown()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('case', ['official file', 'official url', 'other size', 'offline url', 'not a checkpoint'])
 def test_test_tool_refuses_checkpoints_that_do_not_fit_the_model(tmp_ckpt, tmp_path, serve_folder, case):
     """Loaded by mmengine, these would only warn and the test would measure partly random weights."""
