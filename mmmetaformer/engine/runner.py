@@ -5,13 +5,12 @@ import os.path as osp
 import zipfile
 from typing import Optional
 
-import torch
 from mmengine.dist import master_only
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from ..registry import RUNNERS
-from .hooks.startup_checks import check_run_settings
+from .hooks.startup_checks import StartupChecksHook
 
 
 def latest_complete_checkpoint(work_dir: str) -> Optional[str]:
@@ -38,11 +37,15 @@ class CrashSafeRunner(Runner):
     The configs select it with ``runner_type``, so mmdet's, mmseg's and mmpretrain's own ``tools/train.py`` use it too.
 
     Before the first iteration of ``train()``, ``val()`` and ``test()`` it checks the run's settings against its
-    data and files (:mod:`mmmetaformer.startup_checks`). mmengine's ``compile`` setting compiles the model's forward
-    pass (loss or prediction) for training, validation and test alike: mmengine's runner compiles the whole
-    ``train_step``, optimizer step included, which dynamo fails to trace with mmengine's parameter groups on
-    torch 2.13, and leaves validation and test eager.
+    data and files (:class:`~mmmetaformer.engine.hooks.StartupChecksHook`, which the runner registers).
+    mmengine's ``compile`` setting compiles the model's forward pass (loss or prediction) for training, validation
+    and test alike: mmengine's runner compiles the whole ``train_step``, optimizer step included, which dynamo fails
+    to trace with mmengine's parameter groups on torch 2.13, and leaves validation and test eager.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_hook(StartupChecksHook())
 
     def _maybe_compile(self, target: str) -> None:
         compile_cfg = self.cfg.get('compile')
@@ -54,26 +57,12 @@ class CrashSafeRunner(Runner):
         self.logger.info(f'torch.compile: the model\'s forward pass is compiled ({options or "default options"}); '
                          'the first iterations of each input shape and mode are slow.')
 
-    def train(self) -> torch.nn.Module:
-        if self._train_loop is not None:  # built here as super().train() would, to check the data first
-            self._train_loop = self.build_train_loop(self._train_loop)
-            if self._val_loop is not None:
-                self._val_loop = self.build_val_loop(self._val_loop)
-            check_run_settings(self, ['train', 'val'])
-        return super().train()
-
     def val(self) -> dict:
-        if self._val_loop is not None:
-            self._val_loop = self.build_val_loop(self._val_loop)
-            check_run_settings(self, ['val'])
-            self._maybe_compile('val_step')
+        self._maybe_compile('val_step')
         return super().val()
 
     def test(self) -> dict:
-        if self._test_loop is not None:
-            self._test_loop = self.build_test_loop(self._test_loop)
-            check_run_settings(self, ['test'])
-            self._maybe_compile('test_step')
+        self._maybe_compile('test_step')
         return super().test()
 
     @master_only

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import MissingFileError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # mmmetaformer/
 
 
 def package_root() -> Path:

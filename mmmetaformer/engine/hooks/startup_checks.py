@@ -1,20 +1,23 @@
 """Settings that would make a run crash late or go silently wrong, found before its first iteration.
 
-:class:`~mmmetaformer.engine.CrashSafeRunner` (the runner of every config here, also under mm's own tools) runs
-:func:`check_run_settings` once the data loaders are built and before anything else of ``train()``, ``val()`` or
-``test()``: a head whose ``num_classes`` differs from the data set's classes (mmdet's CocoMetric only fails after a
-whole epoch, with an IndexError), a training set that yields no batch, a ``load_from`` / ``resume`` file that
-does not exist.
+:class:`StartupChecksHook` runs :func:`check_run_settings` in ``before_run`` of ``train()``, ``val()`` and
+``test()``, once the data loaders are built and before the weights are loaded;
+:class:`~mmmetaformer.engine.CrashSafeRunner` (the runner of every config here, also under mm's own tools) registers
+it, and any mmengine runner takes it as ``custom_hooks=[dict(type='mmmetaformer.StartupChecksHook')]``. It finds a
+head whose ``num_classes`` differs from the data set's classes (mmdet's CocoMetric only fails after a whole epoch,
+with an IndexError), a training set that yields no batch, a ``load_from`` / ``resume`` file that does not exist.
 """
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.dist import all_gather_object, get_world_size
+from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from ...errors import InvalidSettingError
+from ...registry import HOOKS
 from ...utils.dataset_configs import leaf_datasets
 
 # Heads whose outputs are the data set's classes (mmdet, mmseg, mmpretrain). An RPN head is class-agnostic.
@@ -134,3 +137,22 @@ def check_run_settings(runner, splits: Sequence[str]) -> None:
         if split == 'train':
             problems.append(empty_epoch_problem(dataloader))
     stop_on_problems([problem for problem in problems if problem])
+
+
+def built_splits(runner) -> List[str]:
+    """The splits (``'train'``, ``'val'``, ``'test'``) whose loops the runner has built: those of the ``train()``,
+    ``val()`` or ``test()`` call under way."""
+    from mmengine.runner import BaseLoop
+    return [split for split in SPLIT_NAMES if isinstance(getattr(runner, f'_{split}_loop', None), BaseLoop)]
+
+
+@HOOKS.register_module()
+class StartupChecksHook(Hook):
+    """Checks a run's settings against its data and files before its first iteration (:func:`check_run_settings`
+    in ``before_run``, for the splits whose loops are built), and stops every process with
+    :class:`StartupCheckError` if anything is wrong."""
+
+    priority = 'VERY_HIGHEST'
+
+    def before_run(self, runner) -> None:
+        check_run_settings(runner, built_splits(runner))
