@@ -152,7 +152,7 @@ class StartupChecksHook(Hook):
     in ``before_run``, for the splits whose loops are built), and stops every process with
     :class:`StartupCheckError` if anything is wrong."""
 
-    priority = 'VERY_HIGHEST'
+    priority = 'HIGHEST'
 
     def before_run(self, runner) -> None:
         check_run_settings(runner, built_splits(runner))
