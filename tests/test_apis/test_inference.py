@@ -11,6 +11,8 @@ from PIL import Image
 from conftest import ROOT
 from e2e import DET_TINY, run_tool, save_random_checkpoint, tiny_seg_config, write_config
 
+pytestmark = pytest.mark.e2e  # whole models built from the configs, or the tools run
+
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
 pytest.importorskip('mmpretrain')
@@ -35,7 +37,6 @@ def classifier(tmp_path_factory):
     return config, save_random_checkpoint(config, str(folder / 'poolformer_s12.pth'))
 
 
-@pytest.mark.e2e
 def test_detector_pictures_and_predictions_through_the_tool(shapes, tmp_path):
     config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
                           DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
@@ -131,7 +132,6 @@ def test_bad_inputs_fail_clearly(classifier, tmp_path):
     assert not osp.exists(out)
 
 
-@pytest.mark.e2e
 def test_the_tool_reports_errors_without_a_traceback(classifier, tmp_path):
     import subprocess
     import sys

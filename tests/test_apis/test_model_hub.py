@@ -12,8 +12,9 @@ from conftest import ROOT
 from e2e import rel_err
 from reference_impl import build_reference
 
+pytestmark = pytest.mark.e2e  # whole models built from the configs, or the tools run
 
-@pytest.mark.e2e
+
 def test_importing_mmmetaformer_leaves_mmpretrain_alone_and_registers_it_when_it_loads():
     code = ("import sys, mmmetaformer\n"
             "assert 'mmpretrain' not in sys.modules\n"
@@ -29,6 +30,7 @@ def test_importing_mmmetaformer_leaves_mmpretrain_alone_and_registers_it_when_it
         assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_get_model_by_name_with_official_weights_from_a_path_or_the_url(tmp_ckpt):
     mmpretrain = pytest.importorskip('mmpretrain')
     from mmpretrain.datasets.categories import IMAGENET_CATEGORIES

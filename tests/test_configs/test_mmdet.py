@@ -15,6 +15,8 @@ import torch
 from conftest import ROOT
 from e2e import DET_TINY, build_config_model, free_port, run_tool, write_config
 
+pytestmark = pytest.mark.e2e  # whole models built from the configs, or the tools run
+
 pytest.importorskip('mmdet')
 
 # score_thr 0: a detector trained for a few iterations must still output boxes for the metric to score.
@@ -65,7 +67,7 @@ def test_other_families_build(family):
         assert type(model.backbone).__name__.lower() == family.split('_')[0]
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 def test_retinanet_train_test_and_show(shapes, tmp_path):
     config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
                           DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
@@ -80,7 +82,6 @@ def test_retinanet_train_test_and_show(shapes, tmp_path):
     assert glob.glob(str(tmp_path / 'show' / '**' / '*.jpg'), recursive=True)
 
 
-@pytest.mark.e2e
 def test_a_converted_official_retinanet_tests_with_the_config(shapes, tmp_path, tmp_ckpt):
     """The official PoolFormer RetinaNet files carry all four output norms (norm0 for a stride-4 output that their
     FPN ignores); converted, they test with our config, which has no stride-4 output."""
@@ -105,7 +106,7 @@ def test_a_converted_official_retinanet_tests_with_the_config(shapes, tmp_path, 
     assert 'coco/bbox_mAP' in result.stdout + result.stderr
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 def test_mask_rcnn_train_test(shapes, tmp_path):
     config = write_config(tmp_path / 'mask.py', 'mmdet/mask_rcnn_poolformer_s12_1x.py',
                           DET_TINY.format(root=shapes, model_extra=MASK_HEADS, mask=True, epochs=1))
@@ -115,7 +116,7 @@ def test_mask_rcnn_train_test(shapes, tmp_path):
     assert 'coco/segm_mAP' in result.stdout + result.stderr
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 def test_dist_train_two_processes_on_cpu(shapes, tmp_path):
     config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
                           DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
@@ -134,7 +135,7 @@ def packaged_mmdet_tool(name: str) -> str:
     return path
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize('tool', ['ours', 'mmdet'])
 def test_sigkill_then_resume_loses_no_finished_epoch(shapes, tmp_path, tool):
     train = 'tools/train.py' if tool == 'ours' else packaged_mmdet_tool('train.py')
@@ -159,7 +160,6 @@ def test_sigkill_then_resume_loses_no_finished_epoch(shapes, tmp_path, tool):
     assert (work / 'epoch_3.pth').exists()
 
 
-@pytest.mark.e2e
 def test_amp_training_has_finite_losses(shapes, tmp_path):
     config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
                           DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
@@ -171,7 +171,6 @@ def test_amp_training_has_finite_losses(shapes, tmp_path):
     assert losses and all(loss == loss and abs(loss) < 1e4 for loss in losses)
 
 
-@pytest.mark.e2e
 def test_missing_coco_stops_at_once_with_a_pointer_to_the_demo(tmp_path):
     result = subprocess.run([sys.executable, 'tools/train.py', 'configs/mmdet/retinanet_poolformer_s12_1x.py',
                              '--work-dir', str(tmp_path), '--cfg-options',
@@ -183,7 +182,7 @@ def test_missing_coco_stops_at_once_with_a_pointer_to_the_demo(tmp_path):
     assert 'tools/demo.py' in result.stderr
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 def test_configs_run_unchanged_through_mmdets_packaged_tools(shapes, tmp_path):
     config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
                           DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
@@ -193,7 +192,7 @@ def test_configs_run_unchanged_through_mmdets_packaged_tools(shapes, tmp_path):
     assert 'coco/bbox_mAP' in result.stdout + result.stderr
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_writes_its_pictures(tmp_path):
     """The whole demo path on a cut-down run (its full default run is what reaches mAP >= 0.4), started elsewhere
     with relative paths, over a data set of other sizes left by an earlier run."""
@@ -207,7 +206,6 @@ def test_demo_runs_end_to_end_and_writes_its_pictures(tmp_path):
     assert (work / 'predictions.png').stat().st_size > 0 and (work / 'loss_curve.png').stat().st_size > 0
 
 
-@pytest.mark.e2e
 def test_backbone_weights_load_through_the_config_and_offline_urls_fail_clearly(shapes, tmp_path, tmp_ckpt):
     from reference_impl import build_reference
     official = tmp_ckpt(build_reference('poolformer_s12').state_dict(), 'poolformer_s12.pth.tar')

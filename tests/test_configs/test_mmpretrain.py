@@ -21,6 +21,8 @@ from mmpretrain.engine.optimizers import Lamb  # noqa: E402
 
 from mmmetaformer.utils.complexity import build_model_from_config, count_params_and_macs  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # whole models built from the configs, or the tools run
+
 OFFICIAL = official_checkpoints()
 NAMES = [name for name in OFFICIAL if not name.endswith('_feat')]
 CONFIGS = NAMES + [f'{name}_384' for name in NAMES if name.startswith(('convformer', 'caformer'))]
@@ -102,6 +104,7 @@ def test_one_config_per_published_model():
     assert found == sorted(CONFIGS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_builds_the_official_classifier(name):
     from mmmetaformer.models.utils import to_canonical
@@ -129,6 +132,7 @@ def test_flops_tool_counts_attention():
     assert round(macs / 1e9, 1) == 4.1  # the published MACs; 3.9 without the attention matrix products
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', SMALLEST)
 def test_converted_official_checkpoint_gives_the_official_logits(name, converted):
     reference, _, path = converted(name)
@@ -257,7 +261,6 @@ def test_weight_decay_only_on_multidimensional_weights(name, optimizer_type, sca
     assert {'backbone.stem.conv.weight', 'backbone.stages.0.blocks.0.mlp.fc1.weight'} <= decayed
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize('name', ['poolformer_s12', 'caformer_s18'])
 def test_train_then_test_with_the_tools(name, imagenet, tmp_path):
     cfg = write_config(tmp_path / f'{name}.py', f'mmpretrain/{name}_in1k.py', TINY.format(root=imagenet))
@@ -270,7 +273,6 @@ def test_train_then_test_with_the_tools(name, imagenet, tmp_path):
     assert 0.0 <= top1(run_tool(['tools/test.py', cfg, str(checkpoint), '--work-dir', str(work)])) <= 100.0
 
 
-@pytest.mark.e2e
 def test_converted_checkpoint_through_the_test_tool(converted, imagenet, tmp_path):
     _, _, path = converted('poolformer_s12')
     result = run_tool(['tools/test.py', 'configs/mmpretrain/poolformer_s12_in1k.py', path, '--work-dir',
@@ -279,7 +281,6 @@ def test_converted_checkpoint_through_the_test_tool(converted, imagenet, tmp_pat
     assert 0.0 <= top1(result) <= 100.0
 
 
-@pytest.mark.e2e
 @pytest.mark.skipif(not osp.isfile(osp.join(MIM_TOOLS, 'train.py')), reason='mmpretrain ships no tools')
 def test_mmpretrain_own_tools(imagenet, tmp_path):
     cfg = write_config(tmp_path / 'poolformer.py', 'mmpretrain/poolformer_s12_in1k.py', TINY.format(root=imagenet))

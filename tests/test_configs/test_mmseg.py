@@ -15,6 +15,8 @@ from PIL import Image
 from conftest import ROOT
 from e2e import assert_miou_printed, build_config_model, free_port, run_tool, tiny_seg_config
 
+pytestmark = pytest.mark.e2e  # whole models built from the configs, or the tools run
+
 mmseg = pytest.importorskip('mmseg')
 
 MMSEG_TOOLS = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')  # mmseg's tools/, shipped inside the package
@@ -92,7 +94,6 @@ def test_config_settings_are_the_published_ones():
         assert cfg.model.neck.in_channels == widths
 
 
-@pytest.mark.e2e
 def test_train_test_and_show(ade, tmp_path):
     config = tiny_config(tmp_path, ade)
     work = tmp_path / 'work'
@@ -104,7 +105,6 @@ def test_train_test_and_show(ade, tmp_path):
     assert_overlays(tmp_path / 'show')
 
 
-@pytest.mark.e2e
 @pytest.mark.skipif(not osp.isfile(osp.join(MMSEG_TOOLS, 'train.py')), reason='mmseg ships no tools/ in its package')
 @pytest.mark.parametrize('config', ['fpn_poolformer_s12_40k_ade20k', 'upernet_caformer_s18_160k_ade20k'])
 def test_mmseg_own_tools(ade, tmp_path, config):
@@ -117,7 +117,6 @@ def test_mmseg_own_tools(ade, tmp_path, config):
     assert_overlays(tmp_path / 'show')
 
 
-@pytest.mark.e2e
 def test_randformer_trains_at_other_grids(ade, tmp_path):
     # 64x64 crops give 4x4 and 2x2 grids (not RandFormer's 14x14, 7x7); validation at 64x96 gives 4x6 and 2x3.
     work = tmp_path / 'work'
@@ -128,7 +127,6 @@ def test_randformer_trains_at_other_grids(ade, tmp_path):
     assert len(losses) == 2 and all(loss == loss and abs(loss) < 1e4 for loss in losses)
 
 
-@pytest.mark.e2e
 def test_dist_train_two_processes_on_cpu_reverts_syncbn(ade, tmp_path):
     work = tmp_path / 'work'
     result = run_tool(['tools/dist_train.sh', tiny_config(tmp_path, ade), '2', '--work-dir', str(work)],
@@ -137,7 +135,6 @@ def test_dist_train_two_processes_on_cpu_reverts_syncbn(ade, tmp_path):
     assert (work / 'iter_2.pth').exists()
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize('tool', ['train.py', 'test.py'])
 def test_missing_ade20k_stops_at_once(tool, tmp_path):
     # Run from an empty folder: the published config's relative data/ade/... is not there.

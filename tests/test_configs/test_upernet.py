@@ -8,6 +8,8 @@ import pytest
 from conftest import ROOT
 from e2e import assert_miou_printed, run_tool, tiny_seg_config
 
+pytestmark = pytest.mark.e2e  # whole models built from the configs, or the tools run
+
 mmseg = pytest.importorskip('mmseg')
 
 MMSEG_TOOLS = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')  # mmseg's tools/, shipped inside the package
@@ -126,13 +128,11 @@ def trained(ade, tmp_path_factory):
     return config, work
 
 
-@pytest.mark.e2e
 def test_tools_test(trained):
     config, work = trained
     assert_miou_printed(run_tool(['tools/test.py', config, str(work / 'iter_2.pth'), '--work-dir', str(work)]))
 
 
-@pytest.mark.e2e
 def test_tools_test_tta(trained, tmp_path):
     config, work = trained
     result = run_tool(['tools/test.py', config, str(work / 'iter_2.pth'), '--tta', '--work-dir', str(tmp_path)])

@@ -7,10 +7,13 @@ import torch
 
 from e2e import run_tool, write_config
 
+pytestmark = pytest.mark.e2e  # whole models built from the configs, or the tools run
+
 FAMILIES = [('PoolFormer', 's12'), ('PoolFormerV2', 's12'), ('IdentityFormer', 's12'), ('RandFormer', 's12'),
             ('ConvFormer', 's18'), ('CAFormer', 's18')]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family, arch', FAMILIES)
 def test_backbone_traces_without_graph_breaks(family, arch):
     import mmmetaformer
@@ -55,7 +58,6 @@ def logged_losses(work) -> list:
     return [json.loads(line)['loss'] for line in open(scalars) if '"loss"' in line]
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize('backend', ['aot_eager'])
 def test_compiled_training_gives_the_eager_losses(tmp_path, backend):
     pytest.importorskip('mmpretrain')

@@ -77,6 +77,7 @@ def test_detector_with_80_head_classes_over_3_class_data_stops_before_training(s
     assert not glob.glob(str(work / '**' / '*.pth'), recursive=True)
 
 
+@pytest.mark.e2e
 def test_every_class_head_of_mask_rcnn_is_checked_and_its_rpn_is_not(shapes):
     from mmdet.datasets import CocoDataset
 
@@ -93,6 +94,7 @@ def test_every_class_head_of_mask_rcnn_is_checked_and_its_rpn_is_not(shapes):
                                                       data_prefix=dict(img='val/'), pipeline=[]), 'val') == []
 
 
+@pytest.mark.e2e
 def test_segmentation_test_run_checks_decode_and_auxiliary_heads(tmp_path):
     from mmmetaformer.testing import make_ade20k_like
     ade = make_ade20k_like(str(tmp_path / 'ade'), splits=(('training', 1), ('validation', 1)), size=(64, 64))
@@ -105,6 +107,7 @@ def test_segmentation_test_run_checks_decode_and_auxiliary_heads(tmp_path):
     assert 'decode_head' not in message and 'auxiliary_head[0]' not in message
 
 
+@pytest.mark.e2e
 def test_classifier_whose_config_names_other_classes_stops(imagenet, tmp_path):
     config = write_config(tmp_path / 'cls.py', 'mmpretrain/poolformer_s12_in1k.py', f"""
 model = dict(backbone=dict(init_cfg=None))
@@ -118,6 +121,7 @@ val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data
     assert 'validation' not in message  # its classes are the folders found: 3 within the head's 1000
 
 
+@pytest.mark.e2e
 def test_class_folders_found_on_disk_may_be_fewer_than_the_head_but_not_more(imagenet):
     from mmengine.registry import init_default_scope
     from mmpretrain.datasets import CustomDataset
@@ -139,6 +143,7 @@ def test_class_folders_found_on_disk_may_be_fewer_than_the_head_but_not_more(ima
     assert class_count_problems(classifier(1000), dataset, 'train', classes_named=True)
 
 
+@pytest.mark.e2e
 def test_batch_size_above_a_drop_last_training_set_stops(shapes, tmp_path):
     message = refused(retinanet_config(tmp_path, shapes, RETINA_3), tmp_path, **{
         'train_dataloader.batch_size': 5, 'train_dataloader.batch_sampler.drop_last': True})
@@ -146,6 +151,7 @@ def test_batch_size_above_a_drop_last_training_set_stops(shapes, tmp_path):
            'iteration would run. Lower train_dataloader.batch_size to at most 4' in message
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('resume', [False, True])
 def test_missing_load_from_or_resume_file_stops(shapes, tmp_path, resume):
     missing = str(tmp_path / 'nowhere' / 'epoch_3.pth')
@@ -167,6 +173,8 @@ def _check_on_one_rank(rank: int, port: str, results) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_problem_found_by_one_process_stops_every_process():
     """A file missing on one node only: every process stops (none waits for the others in the first
     all-reduce)."""

@@ -175,6 +175,8 @@ def check_export(cfg, model, tmp_path, min_count: int) -> None:
             assert (actual['labels'][counts.argmin(), counts.min():] == -1).all()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_retinanet_onnx_matches_predict(tmp_path):
     # the config's own nms_pre (1000 per level) and NMS; random weights score high: a higher threshold, and more
     # detections kept than 100 so that the cut at max_per_img and different counts in a batch both happen
@@ -183,6 +185,8 @@ def test_retinanet_onnx_matches_predict(tmp_path):
     check_export(cfg, model, tmp_path, min_count=50)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_mask_rcnn_onnx_matches_predict(tmp_path):
     # lighter heads than the config's and 300 instead of 1000 proposals. Larger classifier weights spread the scores
     # (random ones give every class about 1/81, below score_thr); a higher score_thr (no score within 1e-3 of it)

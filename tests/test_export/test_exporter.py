@@ -110,6 +110,8 @@ def test_replacements_equal_the_originals_and_export_at_any_size(tmp_path):
         np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_caformer_classifier_dynamic(tmp_path):
     """Attention at two token-grid sizes and batch sizes in one graph; probabilities to 1e-4."""
     cfg = load_cfg('mmpretrain/caformer_s18_in1k.py')
@@ -117,6 +119,7 @@ def test_caformer_classifier_dynamic(tmp_path):
     assert wrapper.output_names == ('scores', )
 
 
+@pytest.mark.e2e
 def test_poolformer_classifier_at_the_configs_size(tmp_path):
     """PoolFormer v1 (GroupNorm head before pooling) at the 224 of its test pipeline, the default size."""
     from mmmetaformer.export.exporter import default_input_shape
@@ -126,6 +129,7 @@ def test_poolformer_classifier_at_the_configs_size(tmp_path):
     export_and_verify(cfg, tmp_path, (224, 224), dynamic=False)
 
 
+@pytest.mark.e2e
 def test_randformer_refuses_dynamic_and_exports_at_a_fixed_size(tmp_path):
     from mmmetaformer.export import build_export_model
     from mmmetaformer.export.exporter import ExportError, build_model, export_onnx
@@ -137,12 +141,16 @@ def test_randformer_refuses_dynamic_and_exports_at_a_fixed_size(tmp_path):
     export_and_verify(cfg, tmp_path, SMALL, dynamic=False)  # 4x4 and 2x2 grids, resampled matrices
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_semantic_fpn_dynamic(tmp_path):
     cfg = load_cfg('mmseg/fpn_poolformer_s12_40k_ade20k.py', {'model.backbone.init_cfg': None})
     wrapper, _ = export_and_verify(cfg, tmp_path, SMALL, dynamic=True, second=(96, 64))
     assert wrapper.output_names == ('seg_logits', )
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_upernet_with_pyramid_pooling_and_test_padding_dynamic(tmp_path):
     """UPerHead's adaptive pooling to 1, 2, 3, 6 from 2x2 and 3x2 maps; inputs padded to 32 in the graph (the
     preprocessor's test_cfg) and the logits cropped back to the input size."""
@@ -151,6 +159,8 @@ def test_upernet_with_pyramid_pooling_and_test_padding_dynamic(tmp_path):
     assert wrapper.preprocess.pads
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_sliding_window_segmentor_at_a_fixed_size(tmp_path):
     """test_cfg.mode='slide': two overlapping 64x64 windows over 64x96, averaged as mmseg does; --dynamic is
     refused (the windows are placed for one size)."""
@@ -248,6 +258,7 @@ test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
     assert 'Warning' not in result.stdout + result.stderr, result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_onnx_benchmark_times_both_sides():
     """`tools/benchmark.py --onnx` in small: both runtimes timed on the same exported model (no timing goal)."""
     from mmmetaformer.export.onnx_benchmark import compare_onnx_runtime

@@ -25,6 +25,7 @@ def test_models_timm_lacks_are_named():
         build_backbone_pair('identityformer_s12')
 
 
+@pytest.mark.e2e
 def test_whole_detector_pair_is_the_same_model():
     ours, reference = build_whole_pair('retinanet')
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
@@ -37,6 +38,8 @@ def test_whole_detector_pair_is_the_same_model():
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_whole_segmentor_row():  # the detector runs the same code, and its pair is checked above
     rows = list(MODES['whole'](Options(whole_models=['semantic_fpn'], **TINY), Setting()))
     assert [(r.model, r.reference) for r in rows] == [('semantic_fpn_poolformer_s12 64x96', 'mmpretrain')]

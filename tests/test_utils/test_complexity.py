@@ -9,6 +9,7 @@ from e2e import run_tool
 UPERNET_CAFORMER_S18 = osp.join(ROOT, 'configs', 'mmseg', 'upernet_caformer_s18_160k_ade20k.py')
 
 
+@pytest.mark.e2e
 def test_meta_device_count_equals_a_real_forward():
     """The MACs counted on the meta device (shapes only) are those of a real forward, attention included."""
     from mmmetaformer.utils.complexity import build_model_from_config, count_macs, count_params_and_macs

@@ -46,6 +46,7 @@ def test_readme_tables_are_the_metafiles():
     assert model_index.update_readmes(Path(ROOT), check=True) == []
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('task', sorted({Path(model['Config']).parts[1] for model in MODELS}))
 def test_parameter_counts_are_those_of_the_built_models(task):
     pytest.importorskip(task)

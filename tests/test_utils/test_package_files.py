@@ -21,6 +21,7 @@ def test_config_file_names_a_config_or_its_close_matches():
         mmmetaformer.config_file('../setup.py')
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_wheel_carries_the_configs_and_serves_them_outside_the_checkout(tmp_path):
     source, dist, site, elsewhere = (tmp_path / name for name in ('source', 'dist', 'site', 'elsewhere'))

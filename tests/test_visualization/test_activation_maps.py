@@ -10,6 +10,8 @@ from PIL import Image
 from conftest import ROOT
 from e2e import DET_TINY, run_tool, save_random_checkpoint, write_config
 
+pytestmark = pytest.mark.e2e  # whole models built from the configs, or the tools run
+
 pytest.importorskip('mmpretrain')
 pytest.importorskip('pytorch_grad_cam')
 
@@ -121,7 +123,6 @@ def test_every_cam_method_and_other_layers(classifiers, image):
         class_activation_map(model, inputs, layers, 'NoCAM')
 
 
-@pytest.mark.e2e
 def test_cam_tool_on_caformer(classifiers, image, tmp_path):
     config, checkpoint = classifiers('caformer_s18')
     out = tmp_path / 'cam.png'
@@ -165,7 +166,6 @@ def test_feature_maps_of_a_detector_without_checkpoint(image, tmp_path):
     assert_feature_grid(grid, out, (128, 128))
 
 
-@pytest.mark.e2e
 def test_feature_maps_of_a_segmentor_through_the_tool(image, tmp_path):
     config = osp.join(ROOT, 'configs', 'mmseg', 'fpn_caformer_s18_40k_ade20k.py')
     out = tmp_path / 'seg.png'

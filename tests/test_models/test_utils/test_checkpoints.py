@@ -295,6 +295,7 @@ def test_named_weights_are_the_official_urls_of_the_family_and_arch():
         mmf.CAFormer(dict(mmf.CAFormer.arch_zoo['s18']), init_cfg=dict(type='Pretrained', checkpoint='in21k'))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('config, weights, classes', [('mmseg/upernet_caformer_s18_160k_ade20k.py', 'in21k', 21841),
                                                       ('mmdet/mask_rcnn_caformer_s18_1x.py', 'in21ft1k', 1000)])
 def test_in21k_switch_of_a_config_loads_the_official_file(config, weights, classes, tmp_ckpt, monkeypatch):
