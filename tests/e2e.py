@@ -135,5 +135,14 @@ def tiny_seg_config(tmp_path, ade: str, config: str) -> str:
     return write_config(tmp_path / f'{config}.py', f'mmseg/{config}.py', body)
 
 
-def assert_miou_printed(result: subprocess.CompletedProcess) -> None:
-    assert re.search(r'Iter\(test\).*mIoU: \d+\.\d+', result.stdout + result.stderr)
+def logged_metric(result: subprocess.CompletedProcess, name: str) -> float:
+    """The last value of the metric ``name`` (e.g. ``'coco/bbox_mAP'``, ``'mIoU'``, ``'accuracy/top1'``) that a run
+    of a tool logged."""
+    found = re.findall(rf'{re.escape(name)}: (-?\d+(?:\.\d+)?)', result.stdout + result.stderr)
+    assert found, f'no {name} in the output:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
+    return float(found[-1])
+
+
+def assert_valid_miou(result: subprocess.CompletedProcess) -> None:
+    """The test run logged an mIoU, a percentage."""
+    assert 0.0 <= logged_metric(result, 'mIoU') <= 100.0

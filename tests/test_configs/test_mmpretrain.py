@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from e2e import rel_err, run_tool, write_config
+from e2e import logged_metric, rel_err, run_tool, write_config
 from official_keys import official_checkpoints
 from reference_impl import build_reference
 
@@ -64,13 +64,6 @@ default_hooks = dict(logger=dict(interval=1))
 def config(name: str):
     from mmengine.config import Config
     return Config.fromfile(osp.join(ROOT, 'configs', 'mmpretrain', f'{name}_in1k.py'))
-
-
-def top1(result) -> float:
-    """The top-1 accuracy a test run printed."""
-    found = re.findall(r'accuracy/top1: ([\d.]+)', result.stdout + result.stderr)
-    assert found, f'no top-1 accuracy in the output:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
-    return float(found[-1])
 
 
 @pytest.fixture(scope='module')
@@ -270,7 +263,8 @@ def test_train_then_test_with_the_tools(name, imagenet, tmp_path):
     assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)  # 6 images, batch 3
     checkpoint = work / 'epoch_1.pth'
     assert checkpoint.exists()
-    assert 0.0 <= top1(run_tool(['tools/test.py', cfg, str(checkpoint), '--work-dir', str(work)])) <= 100.0
+    assert 0.0 <= logged_metric(run_tool(['tools/test.py', cfg, str(checkpoint), '--work-dir', str(work)]),
+                                'accuracy/top1') <= 100.0
 
 
 def test_converted_checkpoint_through_the_test_tool(converted, imagenet, tmp_path):
@@ -278,7 +272,7 @@ def test_converted_checkpoint_through_the_test_tool(converted, imagenet, tmp_pat
     result = run_tool(['tools/test.py', 'configs/mmpretrain/poolformer_s12_in1k.py', path, '--work-dir',
                        str(tmp_path), '--cfg-options', f'test_dataloader.dataset.data_root={imagenet}',
                        'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False'])
-    assert 0.0 <= top1(result) <= 100.0
+    assert 0.0 <= logged_metric(result, 'accuracy/top1') <= 100.0
 
 
 @pytest.mark.skipif(not osp.isfile(osp.join(MIM_TOOLS, 'train.py')), reason='mmpretrain ships no tools')
@@ -289,4 +283,4 @@ def test_mmpretrain_own_tools(imagenet, tmp_path):
     checkpoint = work / 'epoch_1.pth'
     assert checkpoint.exists()
     result = run_tool([osp.join(MIM_TOOLS, 'test.py'), cfg, str(checkpoint), '--work-dir', str(work)])
-    assert 0.0 <= top1(result) <= 100.0
+    assert 0.0 <= logged_metric(result, 'accuracy/top1') <= 100.0

@@ -50,4 +50,9 @@ def test_whole_segmentor_row():  # the detector runs the same code, and its pair
 def test_tool_prints_a_row():
     result = run_tool(['tools/benchmark.py', '--modes', 'train', '--models', 'poolformer_s12', '--device', 'cpu',
                        '--batch-size', '1', '--size', '64', '--iters', '1', '--warmup', '0', '--no-memory'])
-    assert 'poolformer_s12' in result.stdout and 'timm' in result.stdout
+    row, = [line.split() for line in result.stdout.splitlines() if line.startswith('poolformer_s12')]
+    # model, mode, setting (words), reference, ours img/s, reference img/s, ratio, two peak memories ('-': not measured)
+    (model, mode), (reference, ours, theirs, ratio) = row[:2], row[-6:-2]
+    assert (model, mode, reference) == ('poolformer_s12', 'train', 'timm')
+    assert float(ours) > 0 and float(theirs) > 0
+    assert float(ratio.rstrip('x')) == pytest.approx(float(ours) / float(theirs), abs=0.01)

@@ -63,6 +63,7 @@ def test_upstream_packages_are_fine_on_an_older_torch(monkeypatch):
     fake_versions(monkeypatch, {'mmengine': '0.10.4', 'mmdet': '3.3.0'})
     monkeypatch.setattr(stack, '_torch_too_new', lambda: False)
     stack.check_stack()
+    assert (stack.check_package('mmengine', required=True), stack.check_package('mmdet')) == ('0.10.4', '3.3.0')
 
 
 def test_pre_release_versions_compare_by_their_release_number():
