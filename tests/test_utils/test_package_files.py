@@ -63,6 +63,22 @@ else:
 import mmpretrain
 assert mmpretrain.get_model('poolformer_s12_in1k')._config.filename.startswith({str(site)!r})
 """
+    env = dict(os.environ, PYTHONPATH=str(site), OMP_NUM_THREADS='1')
     result = subprocess.run([sys.executable, '-c', script], cwd=elsewhere, capture_output=True, text=True,
-                            timeout=300, env=dict(os.environ, PYTHONPATH=str(site), OMP_NUM_THREADS='1'))
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The packaged benchmark tool finds its configs in the wheel: whole models, and an exported graph in onnxruntime.
+    tool = site / 'mmmetaformer' / '.mim' / 'tools' / 'benchmark.py'
+    whole = subprocess.run([sys.executable, str(tool), '--modes', 'whole', '--whole-models', 'semantic_fpn',
+                            '--whole-size', '64', '64', '--whole-batch-size', '1', '--iters', '1', '--warmup', '0',
+                            '--device', 'cpu', '--no-memory'], cwd=elsewhere, capture_output=True, text=True,
+                           timeout=600, env=env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert any(line.startswith('semantic_fpn_poolformer_s12 64x64') for line in whole.stdout.splitlines())
+    onnx = ("from mmmetaformer.export.onnx_benchmark import compare_onnx_runtime\n"
+            "seconds = compare_onnx_runtime('mmpretrain/poolformer_s12_in1k.py', (64, 64), threads=1, iters=1, "
+            "warmup=0)\n"
+            "assert all(value > 0 for value in seconds.values()), seconds\n")
+    result = subprocess.run([sys.executable, '-c', onnx], cwd=elsewhere, capture_output=True, text=True, timeout=600,
+                            env=env)
     assert result.returncode == 0, result.stderr[-3000:]
