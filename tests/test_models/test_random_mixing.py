@@ -56,7 +56,7 @@ def test_randformer_trains_at_a_detection_size():
     model = mmf.RandFormer('s12', out_indices=(1, 2, 3)).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     matrices = [b.token_mixer.random_matrix.clone() for b in model.stages[2].blocks]
-    x = torch.randn(2, 3, 320, 480)
+    x = torch.randn(2, 3, 160, 240)  # stage grids 10x15 and 5x8, not the 14x14 and 7x7 of 224
     for _ in range(2):
         loss = sum(o.square().mean() for o in model(x))
         optimizer.zero_grad()
