@@ -11,10 +11,6 @@ sys.path.insert(0, TESTS)
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-def pytest_configure(config):
-    config.addinivalue_line('markers', 'cuda: needs a CUDA GPU (tests/gpu; skipped where CUDA is absent)')
-
-
 @pytest.fixture
 def tmp_ckpt(tmp_path):
     """Save a state dict (or any checkpoint content) to a file and return its path."""

@@ -1,4 +1,5 @@
-"""Helpers of the end-to-end tests: derived configs on tiny generated data, and running the tools."""
+"""Helpers shared by the test modules: models built from the configs, random checkpoints, derived configs on tiny
+generated data, running the tools."""
 import os
 import os.path as osp
 import re
@@ -8,6 +9,34 @@ import sys
 from typing import List
 
 from conftest import ROOT
+
+
+def rel_err(a, b) -> float:
+    """The relative error of tensor ``a`` against ``b`` (norm of the difference over the norm of ``b``)."""
+    return ((a - b).norm() / b.norm()).item()
+
+
+def build_config_model(config: str):
+    """The model of ``configs/<config>`` (e.g. ``'mmdet/retinanet_poolformer_s12_1x.py'``), built in its library's
+    scope with random weights."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    import mmmetaformer  # noqa: F401
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', config))
+    init_default_scope(cfg.default_scope)
+    return MODELS.build(cfg.model)
+
+
+def save_random_checkpoint(config: str, path: str, classes=None) -> str:
+    """The model of ``config`` as built (random weights), saved as an mm checkpoint with its class names."""
+    import torch
+
+    from mmmetaformer.apis.inference import build_inferencer
+    model = build_inferencer(config, None, 'cpu').model
+    meta = dict(dataset_meta=dict(classes=classes)) if classes else {}
+    torch.save(dict(state_dict=model.state_dict(), meta=meta), path)
+    return path
 
 
 def free_port() -> str:
@@ -106,5 +135,14 @@ def tiny_seg_config(tmp_path, ade: str, config: str) -> str:
     return write_config(tmp_path / f'{config}.py', f'mmseg/{config}.py', body)
 
 
-def assert_miou_printed(result: subprocess.CompletedProcess) -> None:
-    assert re.search(r'Iter\(test\).*mIoU: \d+\.\d+', result.stdout + result.stderr)
+def logged_metric(result: subprocess.CompletedProcess, name: str) -> float:
+    """The last value of the metric ``name`` (e.g. ``'coco/bbox_mAP'``, ``'mIoU'``, ``'accuracy/top1'``) that a run
+    of a tool logged."""
+    found = re.findall(rf'{re.escape(name)}: (-?\d+(?:\.\d+)?)', result.stdout + result.stderr)
+    assert found, f'no {name} in the output:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
+    return float(found[-1])
+
+
+def assert_valid_miou(result: subprocess.CompletedProcess) -> None:
+    """The test run logged an mIoU, a percentage."""
+    assert 0.0 <= logged_metric(result, 'mIoU') <= 100.0

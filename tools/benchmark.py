@@ -1,26 +1,28 @@
 """Speed and peak memory of mmmetaformer beside other implementations of the same models, measured in one run.
 
-    python tools/benchmark.py                                   # backbones vs timm: inference and training steps
+    python tools/benchmark.py                          # backbones vs timm: inference and training steps
     python tools/benchmark.py --modes train --models caformer_s18 --batch-size 16
-    python tools/benchmark.py --modes whole                     # RetinaNet and Semantic FPN vs mmpretrain's PoolFormer
+    python tools/benchmark.py --modes whole            # RetinaNet and Semantic FPN vs mmpretrain's PoolFormer
     python tools/benchmark.py --modes whole --whole-models retinanet --whole-size 512 640 --compile
-    python tools/benchmark.py --onnx                            # onnxruntime vs PyTorch: classifier, segmentor, detector
-    python tools/benchmark.py --device cuda --modes dense --models caformer_s18   # four stages at 2x3x800x1333
+    python tools/benchmark.py --onnx                   # onnxruntime vs PyTorch: classifier, segmentor, detector
+    python tools/benchmark.py --device cuda --modes dense --models caformer_s18   # four stages, 2x3x800x1333
 
 Modes: ``inference`` and ``train`` compare backbones with timm (same weights; a training step is forward, backward
 and AdamW); ``dense`` compares the four-stage training step at the detectors' input size (2x3x800x1333 unless
-``--whole-size``) with timm's ``features_only`` model; ``whole`` compares whole detectors/segmentors (``--whole-models``, at their published input sizes unless
-``--whole-size``) with the same model on mmpretrain's PoolFormer. The two sides alternate in one process and the
-median step is reported, with each side's peak memory during a step. ``--compile`` adds torch.compile rows;
-on a GPU, fp16 and bf16 autocast rows run channels-last. See ``mmmetaformer/benchmark.py``.
+``--whole-size``) with timm's ``features_only`` model; ``whole`` compares whole detectors/segmentors
+(``--whole-models``, at their published input sizes unless ``--whole-size``) with the same model on mmpretrain's
+PoolFormer. The two sides alternate in one process and the median step is reported, with each side's peak memory
+during a step. ``--compile`` adds torch.compile rows, ``--compile-blocks`` rows of our backbone with
+``compile_blocks=True`` against eager timm; on a GPU, fp16 and bf16 autocast rows run channels-last. See
+``mmmetaformer/utils/benchmark.py``.
 """
 import argparse
-import sys
 
 import torch
 
-from mmmetaformer import benchmark
-from mmmetaformer.benchmark import MODES, PUBLISHED_SIZES, TIMM_MODELS, Options, Setting
+from mmmetaformer.utils import benchmark
+from mmmetaformer.utils.benchmark import MODES, PUBLISHED_SIZES, TIMM_MODELS, Options, Setting
+from mmmetaformer.utils.cli import exit_on_user_error
 
 
 def settings(device: str, amp: bool, compile_too: bool, compile_blocks: bool, precisions):
@@ -73,7 +75,7 @@ def main() -> None:
                         '--warmup apply)')
     args = parser.parse_args()
     if args.onnx:
-        from mmmetaformer.export.benchmark import print_onnx_comparison
+        from mmmetaformer.export.onnx_benchmark import print_onnx_comparison
         print_onnx_comparison(args.threads, args.iters, args.warmup)
         return
 
@@ -85,13 +87,11 @@ def main() -> None:
     print(f'torch {torch.__version__}, {args.threads} CPU threads; backbones: batch {args.batch_size}, '
           f'{args.size}x{args.size}; whole models: batch {args.whole_batch_size}; img/s (median step), peak MiB')
     print(benchmark.HEADER, flush=True)
-    try:
+    with exit_on_user_error():
         for setting in settings(args.device, args.amp, args.compile, args.compile_blocks, args.precisions):
             for mode in args.modes:
                 for row in MODES[mode](options, setting):
                     print(benchmark.format_row(row), flush=True)
-    except ValueError as error:
-        sys.exit(str(error))
 
 
 if __name__ == '__main__':

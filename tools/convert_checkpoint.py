@@ -11,12 +11,12 @@ dense-prediction model keeps its neck and heads, so it can be tested with the ma
 import argparse
 import os
 import os.path as osp
-import sys
 
 import torch
 
-from mmmetaformer.checkpoint import read_checkpoint, to_canonical
 from mmmetaformer.models import identify_arch
+from mmmetaformer.models.utils import read_checkpoint, to_canonical
+from mmmetaformer.utils.cli import exit_on_user_error
 
 
 def main() -> None:
@@ -25,11 +25,9 @@ def main() -> None:
     parser.add_argument('dst', help='output .pth file')
     args = parser.parse_args()
 
-    try:
+    with exit_on_user_error():  # unreadable, failed download, unknown layout
         state_dict = read_checkpoint(args.src)
         canonical, unused, layout = to_canonical(state_dict)
-    except (OSError, RuntimeError, ValueError) as error:  # unreadable, failed download, unknown layout
-        sys.exit(f'error: {error}')
     matches = identify_arch(canonical)
     if not matches:
         print('warning: the backbone matches none of the published sizes (a custom arch?)')

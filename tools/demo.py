@@ -102,7 +102,7 @@ def main() -> None:
     start = time.time()
     os.makedirs(args.work_dir, exist_ok=True)
 
-    from mmmetaformer.demo_data import make_coco_shapes
+    from mmmetaformer.testing import make_coco_shapes
     sizes = (split_size(args.data_root, 'train'), split_size(args.data_root, 'val'))
     if sizes != (args.train_images, args.val_images):
         print(f'[demo] 1/4 generating {args.train_images} training and {args.val_images} validation images '

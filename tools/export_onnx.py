@@ -53,11 +53,17 @@ def main() -> None:
         sys.exit(f'error: image {args.image} does not exist')
     if args.provider != 'cpu' and not args.verify:
         sys.exit('error: --provider is the onnxruntime provider of --verify; add --verify')
-    from mmmetaformer.export.exporter import (DEFAULT_OPSET, ExportError, default_input_shape, export_onnx, prepare,
-                                              quiet_mm_logs)
+    from mmmetaformer.export.exporter import (
+        DEFAULT_OPSET,
+        default_input_shape,
+        export_onnx,
+        prepare,
+        quiet_mm_logs,
+    )
     quiet_mm_logs()
     from mmmetaformer.export.verify import check_provider, load_image, verify_inputs, verify_onnx
-    try:
+    from mmmetaformer.utils.cli import exit_on_user_error
+    with exit_on_user_error():
         provider = check_provider(args.provider) if args.verify else None
         cfg, model, wrapper = prepare(args.config, args.checkpoint, args.cfg_options)
         image = load_image(cfg, args.image) if args.image else None
@@ -67,16 +73,12 @@ def main() -> None:
             shape = tuple(image.shape[-2:]) if image is not None else default_input_shape(cfg)
         export_onnx(wrapper, args.out, shape, args.dynamic, args.opset or DEFAULT_OPSET, config=args.config)
         inputs = verify_inputs(cfg, shape, args.dynamic, args.image, wrapper.dynamic_batch) if args.verify else []
-    except (ExportError, FileNotFoundError, RuntimeError, TypeError, ValueError) as error:
-        sys.exit(f'error: {error}')
     dynamic = 'dynamic H x W' + (' and N' if wrapper.dynamic_batch else '') if args.dynamic else 'fixed size'
     print(f'wrote {args.out}: input {shape[0]}x{shape[1]} ({dynamic}), outputs {", ".join(wrapper.output_names)}')
     agree = True
     for description, batch in inputs:
-        try:
+        with exit_on_user_error():  # e.g. the provider does not start
             report = verify_onnx(model, cfg, args.out, batch, args.provider)
-        except RuntimeError as error:  # the provider did not start
-            sys.exit(f'error: {error}')
         print(f'onnxruntime ({provider}) vs PyTorch on {description}:\n{report}')
         agree = agree and report.ok
     sys.exit(0 if agree else 1)

@@ -7,7 +7,7 @@
     python tools/get_flops.py --models caformer_s18 --shape 384
 
 Parameters include frozen ones (RandFormer's random matrices), as the published counts do. MACs are counted by
-``torch.utils.flop_counter`` on ``forward(mode='tensor')`` of one image (see :mod:`mmmetaformer.analysis`):
+``torch.utils.flop_counter`` on ``forward(mode='tensor')`` of one image (see :mod:`mmmetaformer.utils.complexity`):
 convolutions, matrix products and attention; element-wise work (norms, pooling, activations) is not counted, as in
 the papers.
 """
@@ -16,7 +16,7 @@ import os.path as osp
 
 from mmengine.config import Config
 
-from mmmetaformer.analysis import build_model_from_config, count_params_and_macs, input_shape
+from mmmetaformer.utils.complexity import build_model_from_config, count_params_and_macs, input_shape
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # name: (params in M, including RandFormer's frozen matrices; MACs in G), from the papers and official code.

@@ -10,9 +10,9 @@ Folders are searched recursively; their images keep their path inside the folder
 inferencers read images only): extract the frames first.
 """
 import argparse
-import sys
 
-from mmmetaformer.inference import DEFAULT_SCORE_THR, add_inference_options, run_inference
+from mmmetaformer.apis.inference import DEFAULT_SCORE_THR, add_inference_options, run_inference
+from mmmetaformer.utils.cli import exit_on_user_error
 
 
 def parse_args() -> argparse.Namespace:
@@ -31,11 +31,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    try:
+    with exit_on_user_error():
         written = run_inference(args.config, args.checkpoint, args.inputs, args.out_dir, device=args.device,
                                 score_thr=args.score_thr, cfg_options=args.cfg_options)
-    except (OSError, RuntimeError, ValueError) as error:
-        sys.exit(f'error: {error}')
     print(f'\n{len(written)} pictures in {args.out_dir}/vis, {len(written)} JSON files in {args.out_dir}/preds')
 
 

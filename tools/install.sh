@@ -10,13 +10,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-# All versions are pinned here and nowhere else.
-TORCH_PINS=(torch==2.13.0 torchvision==0.28.0)
-MMCV_PIN=onedl-mmcv==2.3.6
-STACK_PINS=(onedl-mmengine==0.10.12 onedl-mmdetection==3.5.1 onedl-mmsegmentation==1.4.2
-            onedl-mmpretrain==1.3.6 timm==1.0.31 onnx==1.23.2 onnxruntime==1.31.1 onnxscript==0.7.2 grad-cam==1.5.7
-            pytest)
-
 say() { printf '\n[install] %s\n' "$*"; }
 die() { printf '\n[install] ERROR: %s\n' "$*" >&2; exit 1; }
 trap 'die "step failed (line $LINENO). Fix the problem shown above and run tools/install.sh again."' ERR
@@ -34,20 +27,14 @@ else
 fi
 PIP=("$PY" -m pip --disable-pip-version-check)
 
-# Quick exit when everything is already in place (second run).
-if "$PY" - <<'PYEOF' 2>/dev/null
-import importlib.metadata as md, sys
-want = {'torch': '2.13.0', 'torchvision': '0.28.0', 'onedl-mmengine': '0.10.12', 'onedl-mmcv': '2.3.6',
-        'onedl-mmdetection': '3.5.1', 'onedl-mmsegmentation': '1.4.2', 'onedl-mmpretrain': '1.3.6',
-        'timm': '1.0.31', 'onnx': '1.23.2', 'onnxruntime': '1.31.1', 'onnxscript': '0.7.2', 'grad-cam': '1.5.7',
-        'pytest': None, 'mmmetaformer': None}
-for name, version in want.items():
-    found = md.version(name)
-    if version and found.split('+')[0] != version:
-        sys.exit(1)
-import mmcv.ops  # compiled ops present
-sys.exit(0)
-PYEOF
+# The pinned versions have one source, mmmetaformer/utils/stack.py (it runs as a script before anything is installed).
+STACK=("$PY" "$ROOT/mmmetaformer/utils/stack.py")
+mapfile -t TORCH_PINS < <("${STACK[@]}" requirements torch)
+MMCV_PIN="$("${STACK[@]}" requirements mmcv)"
+mapfile -t STACK_PINS < <("${STACK[@]}" requirements stack)
+
+# Quick exit when everything is already in place (second run): every pin installed and mmcv's compiled ops present.
+if "${STACK[@]}" check 2>/dev/null && "$PY" -c "import mmcv.ops" 2>/dev/null
 then
     say "environment already complete: nothing to do ($PY)"
     exit 0
@@ -63,7 +50,7 @@ say "installing ${TORCH_PINS[*]} from the package registry (large download, abou
 PIP_FIND_LINKS="$EMPTY_LINKS" "${PIP[@]}" install "${TORCH_PINS[@]}"
 rmdir "$EMPTY_LINKS"
 
-if "$PY" -c "import mmcv.ops, importlib.metadata as m; assert m.version('onedl-mmcv') == '2.3.6'" 2>/dev/null; then
+if "${STACK[@]}" check onedl-mmcv 2>/dev/null && "$PY" -c "import mmcv.ops" 2>/dev/null; then
     say "$MMCV_PIN with ops already installed"
 else
     MMCV_FLAGS=()

@@ -6,7 +6,7 @@
 import argparse
 import sys
 
-from mmmetaformer.model_zoo import check_model_index, update_readmes
+from mmmetaformer.utils.model_index import check_model_index, update_readmes
 
 
 def main() -> None:

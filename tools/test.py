@@ -5,9 +5,17 @@ import sys
 
 from mmengine.config import Config, ConfigDict
 
-from mmmetaformer.checkpoint import check_model_checkpoint
-from mmmetaformer.runtime import (add_shared_options, build_runner, enable_tta, finish_distributed, load_config,
-                                  require_data, run_checked)
+from mmmetaformer.models.utils import check_model_checkpoint
+from mmmetaformer.utils.cli import (
+    add_shared_options,
+    build_runner,
+    enable_tta,
+    exit_on_user_error,
+    finish_distributed,
+    load_config,
+    require_data,
+    run_checked,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,7 +65,8 @@ def main() -> None:
     args = parse_args()
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
-    require_data(cfg, ['test'])
+    with exit_on_user_error():
+        require_data(cfg, ['test'])
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         sys.exit(f'error: checkpoint {args.checkpoint} does not exist')
     if args.show_dir:
@@ -65,12 +74,11 @@ def main() -> None:
     if args.out:
         dump_results(cfg, args.out)
     if args.tta:
-        enable_tta(cfg)
+        with exit_on_user_error():
+            enable_tta(cfg)
     runner = build_runner(cfg)
-    try:
+    with exit_on_user_error():  # unreadable, or not a checkpoint of this model
         check_model_checkpoint(args.checkpoint, runner.model)
-    except (OSError, RuntimeError, ValueError) as error:  # unreadable, or not a checkpoint of this model
-        sys.exit(f'error: {error}')
     run_checked(runner.test)
     finish_distributed()
 

@@ -10,4 +10,5 @@ else
     PY="$VENV/bin/python"
     [[ -x "$PY" ]] || { echo "[test] no environment at $VENV: run 'bash tools/install.sh' first" >&2; exit 1; }
 fi
-exec "$PY" -m pytest -q tests "$@"
+# pytest takes tests/ from pyproject.toml (testpaths) unless paths are given.
+exec "$PY" -m pytest -q "$@"

@@ -2,8 +2,16 @@
 import argparse
 import sys
 
-from mmmetaformer.runtime import (add_shared_options, build_runner, enable_amp, finish_distributed, load_config,
-                                  require_data, run_checked)
+from mmmetaformer.utils.cli import (
+    add_shared_options,
+    build_runner,
+    enable_amp,
+    exit_on_user_error,
+    finish_distributed,
+    load_config,
+    require_data,
+    run_checked,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -32,7 +40,8 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    require_data(cfg, ['train', 'val'])
+    with exit_on_user_error():
+        require_data(cfg, ['train', 'val'])
     run_checked(build_runner(cfg).train)
     finish_distributed()
 

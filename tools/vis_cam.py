@@ -8,9 +8,9 @@ stage (backbone.stages.3.blocks.-1), whose output the classifier pools; MetaForm
 (B, H, W, C) and are turned to (B, C, H, W) for the CAM library.
 """
 import argparse
-import sys
 
-from mmmetaformer.inference import add_inference_options
+from mmmetaformer.apis.inference import add_inference_options
+from mmmetaformer.utils.cli import exit_on_user_error
 from mmmetaformer.visualization import CAM_METHODS, DEFAULT_TARGET_LAYERS, draw_cam
 
 
@@ -33,12 +33,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    try:
+    with exit_on_user_error():
         result = draw_cam(args.image, args.config, args.checkpoint, args.save_path, method=args.method,
                           target_layers=args.target_layers, target_category=args.target_category,
                           device=args.device, cfg_options=args.cfg_options)
-    except (OSError, RuntimeError, ValueError) as error:
-        sys.exit(f'error: {error}')
     name = f' ({result["class_name"]})' if result['class_name'] else ''
     print(f'{args.method} of class {result["category"]}{name}, score {result["score"]:.3f}, at '
           f'{", ".join(result["target_layers"])}: {args.save_path}')

@@ -8,9 +8,9 @@ input with mmengine's Visualizer.draw_featmap, in a 2 x 2 grid titled with stage
 Without CHECKPOINT the model starts as its config says (init_cfg, e.g. the ImageNet weights of the backbone).
 """
 import argparse
-import sys
 
-from mmmetaformer.inference import add_inference_options
+from mmmetaformer.apis.inference import add_inference_options
+from mmmetaformer.utils.cli import exit_on_user_error
 from mmmetaformer.visualization import CHANNEL_REDUCTIONS, draw_feature_maps
 
 
@@ -28,11 +28,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    try:
+    with exit_on_user_error():
         draw_feature_maps(args.image, args.config, args.save_path, checkpoint=args.checkpoint,
                           channel_reduction=args.channel_reduction, device=args.device, cfg_options=args.cfg_options)
-    except (OSError, RuntimeError, ValueError) as error:
-        sys.exit(f'error: {error}')
     print(f'feature maps of the four stages: {args.save_path}')
 
 

@@ -34,6 +34,7 @@ The wrapper convention (each task module follows it; :func:`build_export_model` 
 """
 from torch import nn
 
+from ..errors import InvalidSettingError
 from .base import BATCH, HEIGHT, INPUT_NAME, WIDTH, ExportModule
 from .preprocess import GraphPreprocessor
 
@@ -44,8 +45,9 @@ def task_of(cfg) -> str:
     """The library of a config (``default_scope``): 'mmpretrain', 'mmseg' or 'mmdet'."""
     scope = cfg.get('default_scope')
     if scope not in TASKS:
-        raise ValueError(f'cannot export a model of default_scope={scope!r}: the config must be an mmpretrain '
-                         f'classifier, an mmseg segmentor or an mmdet detector config (default_scope one of {TASKS})')
+        raise InvalidSettingError(
+            f'cannot export a model of default_scope={scope!r}: the config must be an mmpretrain '
+            f'classifier, an mmseg segmentor or an mmdet detector config (default_scope one of {TASKS})')
     return scope
 
 

@@ -3,10 +3,16 @@ from typing import Dict, Optional, Tuple
 
 from torch import Tensor, nn
 
+from ..errors import UserError
+
 INPUT_NAME = 'input'
 # Names of the input's dynamic axes under ``--dynamic``; outputs that follow the input use the same names.
 BATCH, HEIGHT, WIDTH = 'batch', 'height', 'width'
 INPUT_AXES = (BATCH, HEIGHT, WIDTH)
+
+
+class ExportError(UserError, RuntimeError):
+    """The model cannot be exported as asked; the message names the config and, where known, the module."""
 
 
 class ExportModule(nn.Module):

@@ -4,7 +4,7 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from .base import BATCH, ExportModule
+from .base import BATCH, ExportError, ExportModule
 from .preprocess import GraphPreprocessor
 
 
@@ -18,15 +18,15 @@ class ClassifierExport(ExportModule):
         super().__init__()
         classes = {c.__name__ for c in type(model).__mro__}
         if 'ImageClassifier' not in classes:
-            raise TypeError(f'can export mmpretrain ImageClassifier models, not {type(model).__name__}')
+            raise ExportError(f'can export mmpretrain ImageClassifier models, not {type(model).__name__}')
         head_classes = {c.__name__ for c in type(model.head).__mro__}
         if 'MultiLabelClsHead' in head_classes:
             self.activation = torch.sigmoid
         elif 'ClsHead' in head_classes:
             self.activation = lambda logits: logits.softmax(dim=1)
         else:
-            raise TypeError(f'cannot export the classifier head {type(model.head).__name__}: its predictions are '
-                            f'known for subclasses of ClsHead (softmax) and MultiLabelClsHead (sigmoid)')
+            raise ExportError(f'cannot export the classifier head {type(model.head).__name__}: its predictions are '
+                              f'known for subclasses of ClsHead (softmax) and MultiLabelClsHead (sigmoid)')
         self.preprocess = GraphPreprocessor.from_data_preprocessor(model.data_preprocessor)
         self.model = model
 

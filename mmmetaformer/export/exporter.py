@@ -19,16 +19,12 @@ import torch
 from torch import nn
 
 from . import ExportModule, build_export_model, task_of
-from .base import INPUT_NAME
+from .base import INPUT_NAME, ExportError
 from .replacements import exportable_modules
 
 DEFAULT_OPSET = 17
 # Input (H, W) where the test pipeline does not fix one: ADE20K's short side 512; COCO's 800 x 1333 padded to 32.
 DEFAULT_SHAPES = {'mmseg': (512, 512), 'mmdet': (800, 1344)}
-
-
-class ExportError(RuntimeError):
-    """The model cannot be exported as asked; the message names the config and, where known, the module."""
 
 
 def quiet_mm_logs() -> None:
@@ -44,7 +40,7 @@ def build_model(cfg) -> nn.Module:
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
 
-    from ..analysis import build_model_from_config
+    from ..utils.complexity import build_model_from_config
     init_default_scope(task_of(cfg))
     with warnings.catch_warnings():  # mmseg's loss warns about a training setting
         warnings.filterwarnings('ignore', message='Default ``avg_non_ignore`` is False')
@@ -53,7 +49,7 @@ def build_model(cfg) -> nn.Module:
 
 def load_weights(model: nn.Module, checkpoint: str) -> None:
     """Load a checkpoint of exactly this model (file or URL), refusing one that does not fit it."""
-    from ..checkpoint import check_model_checkpoint
+    from ..models.utils import check_model_checkpoint
     state_dict = check_model_checkpoint(checkpoint, model)
     expected = model.state_dict()
     model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=True)
@@ -61,9 +57,9 @@ def load_weights(model: nn.Module, checkpoint: str) -> None:
 
 def config_test_pipeline(cfg) -> list:
     """The steps of the config's test (else validation) dataset pipeline."""
-    from ..runtime import _datasets
+    from ..utils.dataset_configs import leaf_datasets
     loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
-    for dataset in _datasets(loader.get('dataset') if loader else None):
+    for dataset in leaf_datasets(loader.get('dataset') if loader else None):
         if dataset.get('pipeline'):
             return list(dataset['pipeline'])
     return list(cfg.get('test_pipeline') or [])
@@ -248,8 +244,8 @@ def declare_output_shapes(path: str, traced: Dict[str, Sequence[int]],
 
     The legacy exporter's own shape inference does not know the sizes that follow a data-dependent count (the rows
     NonMaxSuppression keeps): it gives them unrelated symbols or wrong numbers (Mask R-CNN's ``masks`` as
-    (N, 1, H, W)), which onnxruntime only warns about and runtimes that trust the declared shapes reject. Strict ONNX shape inference with data propagation then fails where the graph computes
-    another static size than declared.
+    (N, 1, H, W)), which onnxruntime only warns about and runtimes that trust the declared shapes reject. Strict ONNX
+    shape inference with data propagation then fails where the graph computes another static size than declared.
     """
     import onnx
     model = onnx.load(path)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .base import ExportError
+
 Size = Union[int, Tensor]  # image sizes are Python ints when run, 0-dim tensors while traced for ONNX
 
 
@@ -75,9 +77,9 @@ class GraphPreprocessor(nn.Module):
         if 'ImgDataPreprocessor' in classes:
             return cls(mean, std, preprocessor._channel_conversion, preprocessor.pad_size_divisor, None,
                        preprocessor.pad_value)
-        raise TypeError(f'cannot export the data preprocessor {type(preprocessor).__name__}: known are mmengine\'s '
-                        f'ImgDataPreprocessor (mmdet\'s DetDataPreprocessor), mmseg\'s SegDataPreProcessor and '
-                        f'mmpretrain\'s ClsDataPreprocessor')
+        raise ExportError(f'cannot export the data preprocessor {type(preprocessor).__name__}: known are '
+                          f'mmengine\'s ImgDataPreprocessor (mmdet\'s DetDataPreprocessor), mmseg\'s '
+                          f'SegDataPreProcessor and mmpretrain\'s ClsDataPreprocessor')
 
     @property
     def pads(self) -> bool:

@@ -3,7 +3,7 @@ from typing import Tuple
 
 from torch import Tensor, nn
 
-from .base import BATCH, HEIGHT, WIDTH, ExportModule
+from .base import BATCH, HEIGHT, WIDTH, ExportError, ExportModule
 from .preprocess import GraphPreprocessor
 
 
@@ -19,7 +19,7 @@ class SegmentorExport(ExportModule):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         if not hasattr(model, 'inference'):
-            raise TypeError(f'can export mmseg EncoderDecoder models, not {type(model).__name__}')
+            raise ExportError(f'can export mmseg EncoderDecoder models, not {type(model).__name__}')
         if (model.test_cfg or {}).get('mode', 'whole') == 'slide':
             self.fixed_size_reason = ('sliding-window inference (test_cfg.mode=slide) places its windows for one '
                                       'input size (or use --cfg-options model.test_cfg.mode=whole)')

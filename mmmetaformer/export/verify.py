@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import InvalidSettingError, UserError
 from . import task_of
 from .base import INPUT_NAME
 
@@ -110,16 +111,25 @@ def torch_outputs(model: nn.Module, cfg, input: Tensor) -> Dict[str, Tensor]:  #
     return dict(seg_logits=torch.stack([r.seg_logits.data for r in results]))
 
 
+class ProviderUnavailableError(UserError, RuntimeError):
+    """The onnxruntime execution provider asked for is not installed or does not start on this machine."""
+
+
 def check_provider(provider: str) -> str:
-    """onnxruntime's name of the execution provider ``provider`` ('cpu' or 'cuda'); RuntimeError where this
-    onnxruntime does not have it."""
+    """onnxruntime's name of the execution provider ``provider`` ('cpu' or 'cuda').
+
+    Raises:
+        InvalidSettingError: ``provider`` is neither 'cpu' nor 'cuda'.
+        ProviderUnavailableError: this onnxruntime does not have it.
+    """
     import onnxruntime as ort
     if provider not in PROVIDERS:
-        raise ValueError(f'unknown onnxruntime provider {provider!r}: one of {sorted(PROVIDERS)}')
+        raise InvalidSettingError(f'unknown onnxruntime provider {provider!r}: one of {sorted(PROVIDERS)}')
     name, available = PROVIDERS[provider], ort.get_available_providers()
     if name not in available:
-        raise RuntimeError(f'onnxruntime {ort.__version__} has no {name} (it has {", ".join(available)}): the CUDA '
-                           f'provider needs the onnxruntime-gpu package built for the installed CUDA')
+        raise ProviderUnavailableError(f'onnxruntime {ort.__version__} has no {name} (it has {", ".join(available)}): '
+                                       f'the CUDA provider needs the onnxruntime-gpu package built for the installed '
+                                       f'CUDA')
     return name
 
 
@@ -131,7 +141,7 @@ def inference_session(path: str, provider: str = 'cpu'):
     providers = [name] if provider == 'cpu' else [(name, {'use_tf32': '0'}), PROVIDERS['cpu']]
     session = ort.InferenceSession(path, providers=providers)
     if name not in session.get_providers():  # onnxruntime falls back to the CPU when a provider fails to start
-        raise RuntimeError(f'onnxruntime could not start {name} (see its log above); the session has '
+        raise ProviderUnavailableError(f'onnxruntime could not start {name} (see its log above); the session has '
                            f'{session.get_providers()}')
     return session
 
@@ -290,9 +300,10 @@ def load_image(cfg, image: str, shape: Optional[tuple] = None) -> Tensor:
     packed = Compose(steps)(dict(img_path=image, img_id=0))
     input = packed['inputs'].float().unsqueeze(0)  # noqa: A001
     if shape is not None and tuple(input.shape[-2:]) != tuple(shape):
-        raise ValueError(f'the test pipeline makes {image} {tuple(input.shape[-2:])} (H, W), but the graph was '
-                         f'exported at {tuple(shape)} without --dynamic: export with --shape '
-                         f'{input.shape[-2]} {input.shape[-1]} or --dynamic to check it on this image')
+        raise InvalidSettingError(
+            f'the test pipeline makes {image} {tuple(input.shape[-2:])} (H, W), but the graph was '
+            f'exported at {tuple(shape)} without --dynamic: export with --shape '
+            f'{input.shape[-2]} {input.shape[-1]} or --dynamic to check it on this image')
     return input
 
 

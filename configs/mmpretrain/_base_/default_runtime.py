@@ -1,5 +1,5 @@
 default_scope = 'mmpretrain'
-custom_imports = dict(imports=['mmmetaformer', 'mmmetaformer.integrations.mmpretrain'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmmetaformer', 'mmmetaformer.models.classifiers'], allow_failed_imports=False)
 runner_type = 'mmmetaformer.CrashSafeRunner'  # checkpoints survive a kill at any moment (see mmmetaformer/engine.py)
 
 default_hooks = dict(

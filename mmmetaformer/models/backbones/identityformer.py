@@ -1,0 +1,10 @@
+"""IdentityFormer ("MetaFormer Baselines for Vision"): identity mixer everywhere (a lower bound of MetaFormer)."""
+from ...registry import MODELS
+from .arch_tables import small_zoo
+from .metaformer import MetaFormer
+
+
+@MODELS.register_module()
+class IdentityFormer(MetaFormer):
+    """IdentityFormer backbone. ``arch``: s12, s24, s36, m36, m48 (or an arch dict)."""
+    arch_zoo = small_zoo(dict(type='IdentityMixer'))

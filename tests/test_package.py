@@ -1,0 +1,157 @@
+"""The package as a whole: its import graph (no cycle, the models import nothing above them), ``import mmmetaformer``
+in a fresh interpreter, the registry names the configs use, and the import paths README.md documents."""
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Set
+
+import pytest
+
+from conftest import ROOT
+
+PACKAGE = Path(ROOT) / 'mmmetaformer'
+# Modules that import nothing of mmmetaformer, which every layer may use (the OpenMMLab registry convention).
+LEAF_MODULES = {'mmmetaformer.registry', 'mmmetaformer.errors', 'mmmetaformer.version'}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix('').parts)
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def import_graph() -> Dict[str, Set[str]]:
+    """Module -> the mmmetaformer modules it imports, at module level or inside functions."""
+    modules = {module_name(path): path for path in PACKAGE.rglob('*.py')}
+    graph = {}
+    for name, path in modules.items():
+        package = name.split('.') if path.name == '__init__.py' else name.split('.')[:-1]
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                anchor = package[:len(package) - node.level + 1] if node.level else []
+                target = '.'.join(anchor + ([node.module] if node.module else []))
+                # ``from package import submodule`` imports the submodule
+                imported |= {f'{target}.{alias.name}' if f'{target}.{alias.name}' in modules else target
+                             for alias in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+        graph[name] = {module for module in imported if module in modules and module != name}
+    return graph
+
+
+def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """Every cycle a depth-first walk meets, each as the list of its modules."""
+    found, state, path = [], {}, []
+
+    def visit(module: str) -> None:
+        state[module] = 'open'
+        path.append(module)
+        for imported in sorted(graph[module]):
+            if state.get(imported) == 'open':
+                found.append(path[path.index(imported):] + [imported])
+            elif imported not in state:
+                visit(imported)
+        path.pop()
+        state[module] = 'done'
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return found
+
+
+def test_the_package_has_no_import_cycle():
+    assert cycles(import_graph()) == []
+
+
+def test_the_models_import_nothing_above_them():
+    above = {module: sorted(imported - LEAF_MODULES)
+             for module, imported in import_graph().items() if module.startswith('mmmetaformer.models')}
+    assert {module: imported for module, imported in above.items()
+            if any(not name.startswith('mmmetaformer.models') for name in imported)} == {}
+
+
+def test_leaf_modules_import_nothing_of_the_package():
+    graph = import_graph()
+    assert {module: graph[module] for module in LEAF_MODULES if graph[module]} == {}
+
+
+def test_import_in_a_fresh_interpreter_loads_each_module_once():
+    """No file of the package is imported under two names, and mmpretrain (optional) and the tools' helpers stay
+    out."""
+    script = ("import sys, collections, mmmetaformer\n"
+              "files = collections.Counter(getattr(m, '__file__', None) or '' for m in list(sys.modules.values()))\n"
+              f"print([f for f, n in files.items() if f.startswith({str(PACKAGE)!r}) and n > 1])\n"
+              "print(sorted(n for n in sys.modules if n.startswith(('mmpretrain', 'mmmetaformer.utils.cli'))))\n")
+    result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split('\n')[:2] == ['[]', '[]'], result.stdout
+
+
+@pytest.mark.parametrize('registry, name', [
+    ('MODELS', name) for name in ('PoolFormer', 'PoolFormerV2', 'IdentityFormer', 'RandFormer', 'ConvFormer',
+                                  'CAFormer', 'MetaFormer', 'Pooling', 'SepConv', 'Attention', 'RandomMixing',
+                                  'IdentityMixer', 'StarReLU', 'SquaredReLU', 'ChannelLayerNorm',
+                                  'ModifiedLayerNorm', 'MetaFormerClassifier', 'MetaFormerClsHead')
+] + [('RUNNERS', 'CrashSafeRunner'), ('OPTIM_WRAPPERS', 'AutocastOptimWrapper'),
+     ('OPTIM_WRAPPER_CONSTRUCTORS', 'LayerDecayOptimizerConstructor'),
+     ('MODEL_WRAPPERS', 'CPUDistributedDataParallel')])
+def test_registry_names_resolve_in_every_scope(registry, name):
+    """``mmmetaformer.<Name>`` as the configs write it, found from mmengine's root registry like a runner does (the
+    mmpretrain classifier once its module is imported, as the mmpretrain configs' ``custom_imports`` do)."""
+    import mmengine.registry
+    pytest.importorskip('mmpretrain')
+
+    import mmmetaformer.models.classifiers  # noqa: F401
+    assert getattr(mmengine.registry, registry).get(f'mmmetaformer.{name}') is not None
+
+
+def documented_imports() -> Set[str]:
+    """``module:name`` of every ``from mmmetaformer... import name`` and dotted ``mmmetaformer.a.b`` in README.md,
+    except registry names (``mmmetaformer.CrashSafeRunner``: a type in a config, tested above)."""
+    text = (Path(ROOT) / 'README.md').read_text()
+    found = {f'{module}:{name.strip()}' for module, names in re.findall(r'from (mmmetaformer[\w.]*) import ([\w, ]+)',
+                                                                         text) for name in names.split(',')}
+    found |= {dotted for dotted in re.findall(r'`(mmmetaformer(?:\.\w+)+)', text)
+              if not re.fullmatch(r'mmmetaformer\.[A-Z]\w*', dotted)}
+    return found
+
+
+def test_documented_import_paths_work():
+    imports = documented_imports()
+    assert 'mmmetaformer:PoolFormer' in imports and 'mmmetaformer.config_file' in imports
+    script = ("import importlib, sys\n"
+              "for path in sys.argv[1:]:\n"
+              "    module, _, name = path.partition(':')\n"
+              "    if name:\n"
+              "        getattr(importlib.import_module(module), name)\n"
+              "        continue\n"
+              "    parts = path.split('.')\n"
+              "    for cut in range(len(parts), 0, -1):\n"
+              "        try:\n"
+              "            target = importlib.import_module('.'.join(parts[:cut]))\n"
+              "        except ModuleNotFoundError:\n"
+              "            continue\n"
+              "        for attribute in parts[cut:]:\n"
+              "            target = getattr(target, attribute)\n"
+              "        break\n"
+              "    else:\n"
+              "        raise ImportError(path)\n")
+    result = subprocess.run([sys.executable, '-c', script, *sorted(imports)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize('module, names', [
+    ('mmmetaformer.checkpoint', ['to_canonical', 'PretrainedFromAnyLayout', 'official_weights_url', 'NAMED_WEIGHTS']),
+    ('mmmetaformer.inference', ['run_inference', 'build_inferencer']),
+    ('mmmetaformer.integrations.mmpretrain', ['MetaFormerClassifier', 'MetaFormerClsHead']),
+    ('mmmetaformer.engine', ['CrashSafeRunner', 'AutocastOptimWrapper', 'CPUDistributedDataParallel']),
+    ('mmmetaformer.visualization', ['draw_cam', 'draw_feature_maps']),
+])
+def test_former_module_paths_still_import(module, names):
+    import importlib
+    imported = importlib.import_module(module)
+    assert all(hasattr(imported, name) for name in names)

@@ -1,0 +1,60 @@
+"""The model zoo: model-index.yml and the metafiles against the configs (names, one entry each, parameter counts,
+README tables)."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mmmetaformer.utils import model_index
+from mmmetaformer.utils.complexity import build_model_from_config
+from conftest import ROOT
+
+MODELS = model_index.models(Path(ROOT))
+
+
+def test_model_index_imports_exist_and_every_config_has_one_entry():
+    imported = model_index.metafiles(Path(ROOT))
+    assert {'configs/mmdet/metafile.yml', 'configs/mmpretrain/metafile.yml'} <= set(imported)
+    assert model_index.check_model_index(Path(ROOT)) == []
+    names = [model['Name'] for model in MODELS]
+    assert len(names) == len(set(names))
+    assert {'caformer_s18_in1k', 'caformer_b36_384_in1k', 'retinanet_poolformer_s12_1x'} <= set(names)
+
+
+def test_model_index_check_finds_a_config_without_entry(tmp_path):
+    shutil.copytree(Path(ROOT, 'configs'), tmp_path / 'configs')
+    shutil.copy(Path(ROOT, 'model-index.yml'), tmp_path)
+    (tmp_path / 'configs/mmdet/retinanet_new_1x.py').write_text("_base_ = './retinanet_poolformer_s12_1x.py'\n")
+    assert model_index.check_model_index(tmp_path) == [
+        'configs/mmdet/metafile.yml: config configs/mmdet/retinanet_new_1x.py has 0 entries, not 1']
+
+
+def test_metafiles_load_through_modelindex():
+    from modelindex.load_model_index import load
+    index = load(os.path.join(ROOT, 'model-index.yml'))
+    index.build_models_with_collections()
+    loaded = {model.name: model for model in index.models}
+    assert set(loaded) == {model['Name'] for model in MODELS}
+    caformer = loaded['caformer_s18_in1k']
+    assert caformer.full_model.paper['URL'] == 'https://arxiv.org/abs/2210.13452'
+    assert caformer.results.data[0].metrics['Top 1 Accuracy'] == 83.6
+    assert caformer.weights == 'https://huggingface.co/sail/dl/resolve/main/caformer/caformer_s18.pth'
+
+
+def test_readme_tables_are_the_metafiles():
+    assert model_index.update_readmes(Path(ROOT), check=True) == []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize('task', sorted({Path(model['Config']).parts[1] for model in MODELS}))
+def test_parameter_counts_are_those_of_the_built_models(task):
+    pytest.importorskip(task)
+    entries = [model for model in MODELS if Path(model['Config']).parts[1] == task]
+    wrong = {}
+    for model in entries:
+        model_on_meta = build_model_from_config(os.path.join(ROOT, model['Config']), 'meta')
+        count = sum(p.numel() for p in model_on_meta.parameters())
+        if count != model['Metadata']['Parameters']:
+            wrong[model['Name']] = (model['Metadata']['Parameters'], count)
+    assert wrong == {}, 'metafile Parameters differ from the built models (metafile, built)'
