@@ -49,7 +49,8 @@ napoleon_preprocess_types = True  # 'int, optional' in Args: 'optional' is a wor
 # strict build (-n) ignores references to them. Everything of mmmetaformer must resolve.
 nitpick_ignore_regex = [
     (r'py:.*', r'(torch|mmengine|mmcv|mmdet|mmseg|mmpretrain|timm|onnx|onnxruntime|numpy|np|nn|argparse)(\..*)?'),
-    (r'py:.*', r'(Tensor|Module|Dropout|BatchNorm|Config|ConfigDict|Runner|Hook|Optimizer|OptimWrapper|BaseModel|DataSample)'),
+    (r'py:.*', r'(Tensor|Module|Dropout|BatchNorm|Config|ConfigDict|Runner|Hook|Optimizer|OptimWrapper|BaseModel)'),
+    (r'py:.*', r'DataSample'),
 ]
 
 
