@@ -29,6 +29,10 @@ PINS: Dict[str, Tuple[str, str]] = {
     'onnxscript': ('0.7.2', 'stack'),
     'grad-cam': ('1.5.7', 'stack'),
     'ruff': ('0.17.5', 'stack'),
+    # the documentation build (docs/en, run by tests/test_docs.py)
+    'sphinx': ('9.0.4', 'stack'),
+    'myst-parser': ('5.2.0', 'stack'),
+    'furo': ('2025.12.19', 'stack'),
 }
 # Installed with the 'stack' group at whatever version the registry offers.
 UNPINNED = ('pytest',)
