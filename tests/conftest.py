@@ -8,7 +8,19 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
 sys.path.insert(0, TESTS)
 
+GPU_TESTS = os.path.join(TESTS, 'gpu')
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """The GPU suite (tests/gpu/, run with ``-m cuda``): marked ``cuda``, skipped (not failed) without CUDA."""
+    skip = pytest.mark.skip(reason='needs a CUDA GPU (torch.cuda.is_available() is False)')
+    for item in items:
+        if str(item.fspath).startswith(GPU_TESTS + os.sep):
+            item.add_marker(pytest.mark.cuda)
+            if not torch.cuda.is_available():
+                item.add_marker(skip)
 
 
 @pytest.fixture

@@ -16,6 +16,14 @@ def rel_err(a, b) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
+def load_cfg(path: str, options: dict = None):
+    """A config of the repository's configs/ (or an absolute path) with ``options`` merged in."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(path if osp.isabs(path) else osp.join(ROOT, 'configs', path))
+    cfg.merge_from_dict(options or {})
+    return cfg
+
+
 def build_config_model(config: str):
     """The model of ``configs/<config>`` (e.g. ``'mmdet/retinanet_poolformer_s12_1x.py'``), built in its library's
     scope with random weights."""

@@ -1,6 +1,5 @@
 """The documentation (README.md and docs/en): a strict Sphinx build, every shell command shown run by a test or
 copied from one, links that resolve, import paths that work, a README of at most 200 lines."""
-import importlib.util
 import re
 import subprocess
 import sys
@@ -64,8 +63,6 @@ RUN_HERE = [
     'python tools/model_zoo.py --check',
     'python -c "import mmmetaformer; print(mmmetaformer.config_file(\'mmdet/retinanet_poolformer_s12_1x.py\'))"',
 ]
-
-AFTER_MERGE = {'mmmetaformer.models.fast_paths'}
 
 NARRATION = [r'\bfirst round\b', r'\bsecond round\b', r'\bthird round\b', r'\bthis session\b',
              r'\bno GPU was (available|lent)\b', r'\bthe issue (asked|measured|found)\b', r'\bmeasured earlier here\b',
@@ -145,9 +142,6 @@ def test_documented_import_paths_work():
     text = '\n'.join(path.read_text() for path in DOC_FILES)
     imports = set(re.findall(r'^from (mmmetaformer[\w.]*) import ([\w, ]+)$', text, re.M))
     assert ('mmmetaformer', 'PoolFormer') in imports
-    # the fast-path switch lives in a module that a checkout of the package layout alone does not have yet
-    imports = {(module, names) for module, names in imports
-               if module not in AFTER_MERGE or importlib.util.find_spec(module) is not None}
     script = '\n'.join(f'from {module} import {names}' for module, names in sorted(imports))
     result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -7,7 +7,6 @@ Built strictly, warnings and unresolved references being errors::
 (``tests/test_docs.py`` runs this build.)
 """
 import importlib
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ extensions = [
 ]
 source_suffix = {'.rst': 'restructuredtext', '.md': 'markdown'}
 root_doc = 'index'
-exclude_patterns = ['_build', 'api/_generated_*.rst.inc']
+exclude_patterns = ['_build']
 myst_heading_anchors = 3
 myst_enable_extensions = ['colon_fence']
 
@@ -54,29 +53,6 @@ nitpick_ignore_regex = [
 ]
 
 
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:  # a parent package is missing
-        return False
-
-
-def _optional_api_section(candidates: list, title: str, name: str) -> None:
-    """Write ``api/_generated_<name>.rst.inc``, which the API page includes: the automodule of the first of
-    ``candidates`` (module paths the section's code has had) that this checkout has, else a note."""
-    found = next((module for module in candidates if _importable(module)), None)
-    text = f'{title}\n{"-" * len(title)}\n\n'
-    text += (f'.. automodule:: {found}\n   :members:\n' if found else
-             f'Not part of this version of the package (looked for {", ".join(f"``{m}``" for m in candidates)}).\n')
-    target = HERE / 'api' / f'_generated_{name}.rst.inc'
-    if not target.exists() or target.read_text() != text:
-        target.write_text(text)
-
-
-_optional_api_section(['mmmetaformer.models.fast_paths', 'mmmetaformer.models.layers.fast_paths'],
-                      'Fast paths', 'fast_paths')
-
-
 def _import_path(path: str):
     """The object at dotted ``path`` (a module, or attributes below the longest importable module), or None."""
     parts = path.split('.')
@@ -97,7 +73,7 @@ def _import_path(path: str):
 def _resolve_own_reference(app, env, node, contnode):
     """Resolve a reference of mmmetaformer's docstrings that names an object as Python would find it but not by the
     name it is documented under: a short name from the referring module's namespace (``PoolFormer`` inside
-    ``mmmetaformer.models.metaformer``) or a re-export (``mmmetaformer.checkpoint.read_checkpoint``, which is
+    ``mmmetaformer.models.backbones.metaformer``) or a re-export (``mmmetaformer.checkpoint.read_checkpoint``, which is
     ``mmmetaformer.models.utils.read_checkpoint``). It links to the documented entry of the same object; an existing
     object of the package without an entry of its own (a private helper) is shown as code without a link. A name
     that does not exist stays unresolved, so the strict build fails on it.

@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT
-from e2e import run_tool, write_config
+from e2e import load_cfg, run_tool, write_config
 
 pytest.importorskip('onnxruntime')
 
@@ -28,13 +27,6 @@ model = dict(
                         align_corners=False,
                         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)))
 """
-
-
-def load_cfg(path: str, options: dict = None):
-    from mmengine.config import Config
-    cfg = Config.fromfile(path if osp.isabs(path) else osp.join(ROOT, 'configs', path))
-    cfg.merge_from_dict(options or {})
-    return cfg
 
 
 def export_and_verify(cfg, tmp_path, shape, dynamic, second=None):

@@ -9,9 +9,9 @@ import sys
 import onnx
 import pytest
 import torch
-from test_export import load_cfg
 
 from conftest import ROOT
+from e2e import load_cfg
 
 pytest.importorskip('onnxruntime')
 

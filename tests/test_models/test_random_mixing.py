@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import mmmetaformer as mmf
-from mmmetaformer.models.token_mixers import RandomMixing
+from mmmetaformer.models.layers.token_mixers import RandomMixing
 
 
 def test_official_grid_uses_the_stored_matrix_unchanged():
