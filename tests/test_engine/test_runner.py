@@ -3,6 +3,7 @@ import time
 
 import torch
 
+import mmmetaformer as mmf
 from mmmetaformer.engine import latest_complete_checkpoint
 
 
@@ -41,3 +42,26 @@ def test_nothing_to_resume(tmp_path):
     assert latest_complete_checkpoint(str(tmp_path)) is None
     os.remove(tmp_path / 'epoch_1.pth')
     assert latest_complete_checkpoint(str(tmp_path)) is None
+
+
+def test_autocast_optim_wrapper_runs_the_forward_in_bf16_with_fp32_norms():
+    from mmmetaformer.engine import AutocastOptimWrapper
+    model = mmf.PoolFormer('s12', out_indices=(3, ))
+    wrapper = AutocastOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen[name] = output.dtype
+        return hook
+
+    block = model.stages[3].blocks[0]
+    block.mlp.fc1.register_forward_hook(record('fc1'))
+    norm_inputs = []
+    original = block.norm1._normalize
+    block.norm1._normalize = lambda x, dtype: norm_inputs.append(x.dtype) or original(x, dtype)
+    with wrapper.optim_context(model):
+        out = model(torch.randn(1, 3, 64, 64))[0]
+    assert seen['fc1'] == torch.bfloat16
+    assert norm_inputs == [torch.float32]  # statistics computed in float32
+    assert torch.isfinite(out.float()).all()

@@ -59,6 +59,7 @@ def build(kind: str):
     return cfg, model
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('dynamic', [False, True], ids=['fixed', 'dynamic'])
 @pytest.mark.parametrize('kind', list(KINDS))
 def test_declared_output_shapes_are_what_onnxruntime_returns(kind, dynamic, tmp_path, capfd):
@@ -115,6 +116,7 @@ def test_verify_fails_on_an_output_that_is_not_of_its_declared_shape(tmp_path):
         'scores: declared shape (1, 1), onnxruntime returned (1, 1000)'], str(report)
 
 
+@pytest.mark.e2e
 def test_cuda_provider_is_refused_where_onnxruntime_lacks_it(tmp_path):
     import onnxruntime as ort
 
