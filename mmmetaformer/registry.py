@@ -1,5 +1,6 @@
 """MMEngine registries of mmmetaformer (scope ``mmmetaformer``): models (backbones, token mixers, norms,
-activations), optimizer wrappers and their constructors, model wrappers and runners."""
+activations), optimizer wrappers and their constructors, model wrappers, runners and hooks."""
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
@@ -29,3 +30,4 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor', parent=MM
 MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='mmmetaformer',
                           locations=['mmmetaformer.engine'])
 RUNNERS = Registry('runner', parent=MMENGINE_RUNNERS, scope='mmmetaformer', locations=['mmmetaformer.engine'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmmetaformer', locations=['mmmetaformer.preemption'])

@@ -1,0 +1,68 @@
+"""SIGTERM during training: the iteration in flight is finished and saved, and the same command continues from it as
+if nothing had happened (single process, and two processes through dist_train.sh)."""
+import signal
+
+import pytest
+import torch
+
+from e2e import (FIRST_ITERATION, assert_same_weights, assert_stopped_mid_epoch, checkpoint_meta, free_port,
+                 logged_losses, preemptible_config, run_tool, start_tool, wait_for_line)
+from mmmetaformer.preemption import ResumingBatchSampler, random_states
+
+pytest.importorskip('mmdet')
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    """16 training images: 4 iterations per epoch for two processes of 2 images, 8 for one."""
+    from mmmetaformer.demo_data import make_coco_shapes
+    return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 16), ('val', 4)))
+
+
+def test_resuming_batch_sampler_skips_without_loading_and_restores_the_random_states():
+    batches = torch.utils.data.BatchSampler(range(10), batch_size=3, drop_last=False)
+    torch.manual_seed(1)
+    saved = random_states()
+    expected = torch.rand(1)
+    torch.manual_seed(2)
+    resuming = ResumingBatchSampler(batches, skipped=2, states=saved)
+    assert len(resuming) == 2 and resuming.batch_size == 3
+    first_pass = iter(resuming)
+    assert next(first_pass) == [6, 7, 8]
+    assert torch.equal(torch.rand(1), expected)  # the states were restored as the first batch was drawn
+    assert list(first_pass) == [[9]]
+    assert len(resuming) == 4 and list(resuming) == list(batches)  # later passes are the sampler's own
+
+
+@pytest.mark.e2e
+def test_sigterm_mid_epoch_then_the_same_command_continues_exactly(shapes, tmp_path):
+    config = preemptible_config(tmp_path, shapes)
+    reference, work, log = tmp_path / 'reference', tmp_path / 'work', tmp_path / 'first.log'
+    run_tool(['tools/train.py', config, '--work-dir', str(reference)])
+    command = ['tools/train.py', config, '--work-dir', str(work)]
+    process = start_tool(command, log)
+    wait_for_line(log, FIRST_ITERATION, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-6000:]
+    stopped = assert_stopped_mid_epoch(work, iterations_per_epoch=8)
+    output = run_tool(command).stdout
+    assert 'Resuming from' in output and f'its first {stopped} batches' in output
+    assert checkpoint_meta(work / 'epoch_2.pth')['iter'] == 16
+    assert_same_weights(reference / 'epoch_2.pth', work / 'epoch_2.pth')
+    assert logged_losses(work) == logged_losses(reference)
+
+
+@pytest.mark.e2e
+def test_dist_train_sigterm_then_run_again_finishes_every_iteration_once(shapes, tmp_path):
+    config = preemptible_config(tmp_path, shapes)
+    work, log = tmp_path / 'work', tmp_path / 'first.log'
+    command = ['tools/dist_train.sh', config, '2', '--work-dir', str(work)]
+    process = start_tool(command, log, env={'PORT': free_port()})
+    wait_for_line(log, FIRST_ITERATION, process)
+    process.send_signal(signal.SIGTERM)  # to torchrun, which passes it on to both processes
+    assert process.wait(timeout=300) != 0
+    stopped = assert_stopped_mid_epoch(work, iterations_per_epoch=4)
+    run_tool(command, env={'PORT': free_port()})
+    assert checkpoint_meta(work / 'epoch_2.pth')['iter'] == 8
+    steps = [step for step, _ in logged_losses(work)]
+    assert steps == list(range(1, 9)), f'stopped after {stopped}; logged iterations {steps}'
