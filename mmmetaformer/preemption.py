@@ -54,7 +54,8 @@ def restore_random_states(states: Dict[str, Any]) -> None:
 
 class ResumingBatchSampler:
     """A data loader's batch sampler for the pass after a pre-emption resume: drops the first ``skipped`` batches of
-    its first pass (index lists only: nothing is loaded) and restores ``states`` when the first batch is drawn.
+    its first pass (index lists only: nothing is loaded; its length is what remains of the pass, so the epoch's end
+    is where mmengine's hooks expect it) and restores ``states`` when the first batch is drawn.
 
     Restoring there, after the data loader's iterator has drawn its base seed and before the first sample is loaded,
     leaves every generator where the uninterrupted run had it at the same batch. Later passes are the wrapped
@@ -70,12 +71,12 @@ class ResumingBatchSampler:
         batches = iter(self.batch_sampler)
         for _ in range(self.skipped):
             next(batches, None)
-        self.skipped = 0
         for batch in batches:
             if self.states is not None:
                 restore_random_states(self.states)
                 self.states = None
             yield batch
+        self.skipped = 0
 
     def __len__(self) -> int:
         return len(self.batch_sampler) - self.skipped

@@ -1,13 +1,14 @@
 """SIGTERM during training: the iteration in flight is finished and saved, and the same command continues from it as
 if nothing had happened (single process, and two processes through dist_train.sh)."""
 import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from e2e import (FIRST_ITERATION, assert_same_weights, assert_stopped_mid_epoch, checkpoint_meta, free_port,
                  logged_losses, preemptible_config, run_tool, start_tool, wait_for_line)
-from mmmetaformer.preemption import ResumingBatchSampler, random_states
+from mmmetaformer.preemption import PreemptionHook, ResumingBatchSampler, random_states
 
 pytest.importorskip('mmdet')
 
@@ -28,10 +29,22 @@ def test_resuming_batch_sampler_skips_without_loading_and_restores_the_random_st
     resuming = ResumingBatchSampler(batches, skipped=2, states=saved)
     assert len(resuming) == 2 and resuming.batch_size == 3
     first_pass = iter(resuming)
-    assert next(first_pass) == [6, 7, 8]
+    assert next(first_pass) == [6, 7, 8] and len(resuming) == 2
     assert torch.equal(torch.rand(1), expected)  # the states were restored as the first batch was drawn
-    assert list(first_pass) == [[9]]
-    assert len(resuming) == 4 and list(resuming) == list(batches)  # later passes are the sampler's own
+    assert list(first_pass) == [[9]] and len(resuming) == 4
+    assert list(resuming) == list(batches)  # later passes are the sampler's own
+
+
+@pytest.mark.parametrize('name', ['SIGTERM', 'SIGUSR1'])
+def test_the_signal_handler_only_records_the_signal_while_training(name):
+    signum = getattr(signal, name)
+    before = signal.getsignal(signum)
+    hook = PreemptionHook()
+    hook.before_train(SimpleNamespace(train_loop=None))
+    signal.raise_signal(signum)
+    assert hook._received == signum
+    hook.after_train(None)
+    assert signal.getsignal(signum) is before
 
 
 @pytest.mark.e2e
