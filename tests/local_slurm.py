@@ -53,6 +53,8 @@ class LocalSlurm:
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         ctld_port, slurmd_port = _free_ports(2)
         cpus = os.cpu_count() or 2
+        # cred_expire is also how long a requeued job waits before it starts again (120 s by default), and
+        # sched_interval how often the scheduler looks at pending jobs: both short so that a requeue takes seconds.
         self.conf.write_text(f"""\
 ClusterName=mmmf{ctld_port}
 SlurmctldHost={socket.gethostname()}(127.0.0.1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from e2e import (FIRST_ITERATION, assert_same_weights, assert_stopped_mid_epoch, checkpoint_meta, free_port,
-                 logged_losses, preemptible_config, run_tool, start_tool, wait_for_line)
+                 logged_losses, preemptible_config, run_tool, start_tool, tiny_seg_config, wait_for_line)
 from mmmetaformer.preemption import PreemptionHook, ResumingBatchSampler, random_states
 
 pytest.importorskip('mmdet')
@@ -79,3 +79,29 @@ def test_dist_train_sigterm_then_run_again_finishes_every_iteration_once(shapes,
     assert checkpoint_meta(work / 'epoch_2.pth')['iter'] == 8
     steps = [step for step, _ in logged_losses(work)]
     assert steps == list(range(1, 9)), f'stopped after {stopped}; logged iterations {steps}'
+
+
+@pytest.mark.e2e
+def test_sigterm_in_an_iteration_based_run_then_the_same_command_continues_exactly(tmp_path):
+    """Semantic FPN (iteration-based, InfiniteSampler, random crops and flips, dropout in the head)."""
+    pytest.importorskip('mmseg')
+    from mmmetaformer.demo_data import make_ade20k_like
+    ade = make_ade20k_like(str(tmp_path / 'ade'), splits=(('training', 4), ('validation', 2)), size=(96, 128))
+    config = tmp_path / 'fpn_poolformer_s12_40k_ade20k.py'
+    tiny_seg_config(tmp_path, ade, 'fpn_poolformer_s12_40k_ade20k')
+    config.write_text(config.read_text() + """
+randomness = dict(seed=0)
+train_cfg = dict(max_iters=8, val_interval=8)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=8))
+""")
+    reference, work, log = tmp_path / 'reference', tmp_path / 'work', tmp_path / 'first.log'
+    run_tool(['tools/train.py', str(config), '--work-dir', str(reference)])
+    command = ['tools/train.py', str(config), '--work-dir', str(work)]
+    process = start_tool(command, log)
+    wait_for_line(log, r'Iter\(train\) +\[ *1/8\]', process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-6000:]
+    assert_stopped_mid_epoch(work, iterations_per_epoch=8)
+    assert 'Resuming from' in run_tool(command).stdout
+    assert_same_weights(reference / 'iter_8.pth', work / 'iter_8.pth')
+    assert logged_losses(work) == logged_losses(reference)
