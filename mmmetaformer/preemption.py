@@ -9,12 +9,15 @@ the interrupted epoch had already trained and restoring each process's random st
 the learning rate schedule, the data order and (data loading in the main process, ``num_workers=0``) the random
 augmentations continue as in an uninterrupted run.
 """
+import atexit
+import multiprocessing
+import os
 import os.path as osp
 import random
 import signal
 import sys
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -85,6 +88,32 @@ class ResumingBatchSampler:
         return getattr(self.__dict__['batch_sampler'], name)
 
 
+class LoaderWorkerSignals:
+    """A data loader's ``worker_init_fn`` that keeps its worker processes alive through ``signals`` until ``stopping``
+    is set, then runs ``init_fn``.
+
+    Slurm signals every process of a task, loader workers included; torch's workers die of SIGTERM, and the training
+    process would then fail at once, mid-iteration, from torch's SIGCHLD handler. Once the training process exits
+    (``stopping`` is set at its exit, before multiprocessing ends daemonic workers with SIGTERM), a signal ends a
+    worker with status 0, which torch does not report as a failed worker.
+    """
+
+    def __init__(self, signals: Sequence[int], stopping: Any, init_fn: Optional[Callable[[int], Any]]) -> None:
+        self.signals = list(signals)
+        self.stopping = stopping
+        self.init_fn = init_fn
+
+    def __call__(self, worker_id: int) -> None:
+        for signum in self.signals:
+            signal.signal(signum, self._on_signal)
+        if self.init_fn is not None:
+            self.init_fn(worker_id)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stopping.is_set():
+            os._exit(0)
+
+
 @HOOKS.register_module()
 class PreemptionHook(Hook):
     """On SIGTERM or SIGUSR1 during training: finish the iteration in flight, save a checkpoint of it and exit with
@@ -108,6 +137,8 @@ class PreemptionHook(Hook):
         self._received = 0
         self._previous_handlers: Dict[int, Any] = {}
         self._resumed_from: Optional[Dict[str, Any]] = None
+        self._stopping = multiprocessing.Event()
+        atexit.register(self._stopping.set)  # runs before multiprocessing's own exit handler, registered earlier
 
     def _record(self, signum: int, frame: Any) -> None:
         self._received = signum
@@ -116,6 +147,10 @@ class PreemptionHook(Hook):
         if threading.current_thread() is threading.main_thread():  # Python handles signals in the main thread only
             for signum in self.signals:
                 self._previous_handlers[signum] = signal.signal(signum, self._record)
+        for loop in (runner.train_loop, runner.val_loop):
+            dataloader = getattr(loop, 'dataloader', None)
+            if getattr(dataloader, 'num_workers', 0) and not isinstance(dataloader.worker_init_fn, LoaderWorkerSignals):
+                dataloader.worker_init_fn = LoaderWorkerSignals(self.signals, self._stopping, dataloader.worker_init_fn)
         self._continue_data_and_random_streams(runner)
 
     def after_train(self, runner) -> None:

@@ -129,11 +129,13 @@ def tool_env(env=None) -> dict:
     return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', PYTHON=sys.executable, **(env or {}))
 
 
-def start_tool(args: List[str], log, env=None) -> subprocess.Popen:
-    """Start ``python tools/<args>`` (or a shell script) in the background, its output going to the file ``log``."""
+def start_tool(args: List[str], log, env=None, new_session: bool = False) -> subprocess.Popen:
+    """Start ``python tools/<args>`` (or a shell script) in the background, its output going to the file ``log``; with
+    ``new_session`` as the leader of a process group of its own (with its children: ``os.killpg`` signals them all)."""
     command = args if args[0].endswith('.sh') else [sys.executable] + args
     with open(log, 'w') as output:
-        return subprocess.Popen(command, cwd=ROOT, env=tool_env(env), stdout=output, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, cwd=ROOT, env=tool_env(env), stdout=output, stderr=subprocess.STDOUT,
+                                start_new_session=new_session)
 
 
 def wait_for_line(log, pattern: str, process: subprocess.Popen = None, timeout: float = 300) -> None:

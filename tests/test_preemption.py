@@ -1,5 +1,6 @@
 """SIGTERM during training: the iteration in flight is finished and saved, and the same command continues from it as
 if nothing had happened (single process, and two processes through dist_train.sh)."""
+import os
 import signal
 from types import SimpleNamespace
 
@@ -40,7 +41,7 @@ def test_the_signal_handler_only_records_the_signal_while_training(name):
     signum = getattr(signal, name)
     before = signal.getsignal(signum)
     hook = PreemptionHook()
-    hook.before_train(SimpleNamespace(train_loop=None))
+    hook.before_train(SimpleNamespace(train_loop=None, val_loop=None))
     signal.raise_signal(signum)
     assert hook._received == signum
     hook.after_train(None)
@@ -63,6 +64,23 @@ def test_sigterm_mid_epoch_then_the_same_command_continues_exactly(shapes, tmp_p
     assert checkpoint_meta(work / 'epoch_2.pth')['iter'] == 16
     assert_same_weights(reference / 'epoch_2.pth', work / 'epoch_2.pth')
     assert logged_losses(work) == logged_losses(reference)
+
+
+@pytest.mark.e2e
+def test_sigterm_to_the_loader_workers_too_still_saves_and_continues(shapes, tmp_path):
+    """As Slurm signals a task: the training process and its two persistent data loader workers at once."""
+    config = preemptible_config(tmp_path, shapes)
+    work, log = tmp_path / 'work', tmp_path / 'first.log'
+    command = ['tools/train.py', config, '--work-dir', str(work), '--cfg-options', 'train_dataloader.num_workers=2',
+               'train_dataloader.persistent_workers=True']
+    process = start_tool(command, log, new_session=True)
+    wait_for_line(log, FIRST_ITERATION, process)
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-6000:]
+    stopped = assert_stopped_mid_epoch(work, iterations_per_epoch=8)
+    run_tool(command)
+    steps = [step for step, _ in logged_losses(work)]
+    assert steps == list(range(1, 17)), f'stopped after {stopped}; logged iterations {steps}'
 
 
 @pytest.mark.e2e
