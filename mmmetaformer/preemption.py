@@ -1,13 +1,13 @@
 """Pre-emption and time limits: stop after the iteration in flight with a checkpoint of it, continue from it.
 
-A scheduler that pre-empts a job or reaches its time limit sends SIGTERM (Slurm: to every task, then SIGKILL after
-its ``KillWait``); ``sbatch --signal=USR1@SECONDS`` asks for SIGUSR1 ahead of the limit. :class:`PreemptionHook`
-(installed by :class:`~mmmetaformer.engine.CrashSafeRunner`) turns either into: finish the iteration in flight, agree
-across processes on where to stop, write ``iter_N.pth`` the crash-safe way, exit with :func:`exit_status`. A run of the
-same config in the same work dir then resumes from it by itself (:func:`checkpoint_to_continue`), skipping the batches
-the interrupted epoch had already trained and restoring each process's random states, so that the iteration count,
-the learning rate schedule, the data order and (data loading in the main process, ``num_workers=0``) the random
-augmentations continue as in an uninterrupted run.
+A scheduler that pre-empts a job or reaches its time limit sends SIGTERM (Slurm: to every process of its tasks,
+then SIGKILL after its ``KillWait``); ``sbatch --signal=USR1@SECONDS`` asks for SIGUSR1 ahead of the limit.
+:class:`PreemptionHook` (installed by :class:`~mmmetaformer.engine.CrashSafeRunner`) turns either into: finish the
+iteration in flight, agree across processes on where to stop, write ``iter_N.pth`` the crash-safe way, exit with
+:func:`exit_status`. A run of the same config in the same work dir then resumes from it by itself
+(:func:`checkpoint_to_continue`), skipping the batches the interrupted epoch had already trained and restoring each
+process's random states, so that the iteration count, the learning rate schedule, the data order and (data loading
+in the main process, ``num_workers=0``) the random augmentations continue as in an uninterrupted run.
 """
 import atexit
 import multiprocessing
@@ -48,6 +48,7 @@ def random_states() -> Dict[str, Any]:
 
 
 def restore_random_states(states: Dict[str, Any]) -> None:
+    """Put back what :func:`random_states` returned (the CUDA state only where there is a GPU)."""
     random.setstate(states['python'])
     np.random.set_state(states['numpy'])
     torch.set_rng_state(states['torch'])
