@@ -48,6 +48,22 @@ def test_the_signal_handler_only_records_the_signal_while_training(name):
     assert signal.getsignal(signum) is before
 
 
+def test_only_a_checkpoint_of_the_same_config_is_continued_without_resume(tmp_path):
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    from mmmetaformer.preemption import checkpoint_to_continue
+
+    def runner(**settings):
+        cfg = Config(dict(dict(model=dict(depth=12), lr=0.1, launcher='none', work_dir=str(tmp_path)), **settings))
+        return SimpleNamespace(cfg=cfg, work_dir=str(tmp_path), logger=MMLogger.get_instance('preemption-test'))
+
+    checkpoint = str(tmp_path / 'iter_3.pth')
+    torch.save(dict(meta=dict(cfg=runner(launcher='pytorch', work_dir='elsewhere').cfg.pretty_text)), checkpoint)
+    assert checkpoint_to_continue(runner(launcher='slurm'), checkpoint) == checkpoint
+    assert checkpoint_to_continue(runner(lr=0.2), checkpoint) is None
+    assert checkpoint_to_continue(runner(), None) is None
+
+
 @pytest.mark.e2e
 def test_sigterm_mid_epoch_then_the_same_command_continues_exactly(shapes, tmp_path):
     config = preemptible_config(tmp_path, shapes)
