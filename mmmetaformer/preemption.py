@@ -125,7 +125,8 @@ class PreemptionHook(Hook):
     of the recorded signals), so all of them stop after the same iteration. The checkpoint ``iter_N.pth`` (N
     iterations done) goes through the runner's ``save_checkpoint``: :class:`~mmmetaformer.engine.CrashSafeRunner`
     writes it under a temporary name and renames it when complete. Its ``meta['preemption']`` records the batches
-    done in the interrupted epoch and every process's random states.
+    done in the interrupted epoch and every process's random states. The data loaders' workers keep running through
+    the signals until the training process exits (:class:`LoaderWorkerSignals`).
 
     Args:
         signals: names of the signals that stop training this way.
