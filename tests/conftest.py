@@ -40,3 +40,7 @@ def fresh_default_scope():
     yield
     from mmengine.registry import DefaultScope
     DefaultScope._instance_dict.clear()
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'e2e: end-to-end runs of the tools (training processes, a local Slurm)')

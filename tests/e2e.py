@@ -1,11 +1,13 @@
 """Helpers shared by the test modules: models built from the configs, random checkpoints, derived configs on tiny
-generated data, running the tools."""
+generated data, running the tools and reading what they logged and wrote."""
+import glob
 import os
 import os.path as osp
 import re
 import socket
 import subprocess
 import sys
+import time
 from typing import List
 
 from conftest import ROOT
@@ -63,12 +65,13 @@ def write_config(path, base: str, body: str) -> str:
 def run_tool(args: List[str], timeout: int = 900, env=None, cwd=ROOT) -> subprocess.CompletedProcess:
     """Run ``python tools/<args>`` (or a shell script) and fail with its output if it fails."""
     command = args if args[0].endswith('.sh') else [sys.executable] + args
-    full_env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', PYTHON=sys.executable, **(env or {}))
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=tool_env(env))
     assert result.returncode == 0, f'{" ".join(args)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}'
     return result
 
 
+# A 3-class RetinaNet head for the generated shapes data set.
+RETINA_HEAD = ', bbox_head=dict(num_classes=3), test_cfg=dict(score_thr=0.0)'
 DET_TINY = """
 data_root = '{root}/'
 metainfo = dict(classes=('square', 'circle', 'triangle'))
@@ -154,3 +157,77 @@ def logged_metric(result: subprocess.CompletedProcess, name: str) -> float:
 def assert_valid_miou(result: subprocess.CompletedProcess) -> None:
     """The test run logged an mIoU, a percentage."""
     assert 0.0 <= logged_metric(result, 'mIoU') <= 100.0
+
+
+# Two epochs of the tiny RetinaNet with a fixed seed, logged every iteration, validated only by the test tools.
+PREEMPTIBLE_RUN = """
+randomness = dict(seed=0)
+train_cfg = dict(max_epochs=2, val_interval=3)
+"""
+
+
+def preemptible_config(tmp_path, shapes: str) -> str:
+    body = DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=2) + PREEMPTIBLE_RUN
+    return write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py', body)
+
+
+def tool_env(env=None) -> dict:
+    """The environment ``run_tool`` gives the tools."""
+    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', PYTHON=sys.executable, **(env or {}))
+
+
+def start_tool(args: List[str], log, env=None, new_session: bool = False) -> subprocess.Popen:
+    """Start ``python tools/<args>`` (or a shell script) in the background, its output going to the file ``log``; with
+    ``new_session`` as the leader of a process group of its own (with its children: ``os.killpg`` signals them all)."""
+    command = args if args[0].endswith('.sh') else [sys.executable] + args
+    with open(log, 'w') as output:
+        return subprocess.Popen(command, cwd=ROOT, env=tool_env(env), stdout=output, stderr=subprocess.STDOUT,
+                                start_new_session=new_session)
+
+
+def wait_for_line(log, pattern: str, process: subprocess.Popen = None, timeout: float = 300) -> None:
+    """Wait until the file ``log`` has a line matching ``pattern`` (fail if ``process`` ends first)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if osp.exists(log) and re.search(pattern, open(log, errors='replace').read(), re.MULTILINE):
+            return
+        assert process is None or process.poll() is None, f'ended before "{pattern}":\n{open(log).read()[-6000:]}'
+        time.sleep(0.05)
+    raise AssertionError(f'no "{pattern}" in {log} after {timeout} s')
+
+
+def logged_losses(work_dir) -> List[tuple]:
+    """(iteration, loss) of every logged training iteration of every run in ``work_dir``, in the order written."""
+    import json
+    rows = []
+    for scalars in sorted(glob.glob(osp.join(str(work_dir), '*', 'vis_data', 'scalars.json'))):
+        rows += [(entry['step'], entry['loss']) for entry in map(json.loads, open(scalars)) if 'loss' in entry]
+    return rows
+
+
+def checkpoint_meta(path) -> dict:
+    import torch
+    return torch.load(path, map_location='cpu', weights_only=False)['meta']
+
+
+def assert_same_weights(first, second) -> None:
+    import torch
+    a, b = (torch.load(p, map_location='cpu', weights_only=False)['state_dict'] for p in (first, second))
+    assert a.keys() == b.keys()
+    differing = [key for key in a if not torch.equal(a[key], b[key])]
+    assert not differing, f'{len(differing)} of {len(a)} tensors differ, e.g. {differing[:3]}'
+
+
+# The log line of the first training iteration: the signals of the pre-emption tests come while the second runs.
+FIRST_ITERATION = r'Epoch\(train\) +\[1\]\[ *1/'
+
+
+def assert_stopped_mid_epoch(work_dir, iterations_per_epoch: int) -> int:
+    """The work dir holds one complete pre-emption checkpoint, written inside an epoch; returns its iteration."""
+    written = glob.glob(osp.join(str(work_dir), 'iter_*.pth'))
+    assert len(written) == 1 and not glob.glob(osp.join(str(work_dir), '*.partial')), written
+    meta = checkpoint_meta(written[0])
+    assert meta['preemption']['signal'] == 'SIGTERM'
+    assert meta['iter'] % iterations_per_epoch, f'stopped at the end of an epoch (iteration {meta["iter"]})'
+    assert osp.basename(written[0]) == f'iter_{meta["iter"]}.pth'
+    return meta['iter']

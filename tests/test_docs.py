@@ -17,7 +17,7 @@ SPHINX_BUILD = 'python -m sphinx -W -n --keep-going -b html docs/en docs/en/_bui
 
 # Shell commands of the docs that a test runs, each with the test that runs it (that tool with these options, on the
 # generated data or tiny configs of the test) or, for the set-up commands, the CI script that runs them as shown.
-SLURM_TEST = 'tests/test_slurm.py::test_preempted_and_requeued_slurm_job_matches_an_uninterrupted_one'
+SLURM_TEST = 'tests/test_engine/test_slurm.py::test_preempted_and_requeued_slurm_job_matches_an_uninterrupted_one'
 RUN_BY: Dict[str, str] = {
     'bash tools/install.sh': '.ci/run',
     'bash tools/test.sh': '.ci/run',

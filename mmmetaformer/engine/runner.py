@@ -5,11 +5,13 @@ import os.path as osp
 import zipfile
 from typing import Optional
 
+import torch
 from mmengine.dist import master_only
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from ..registry import RUNNERS
+from .hooks.preemption import PreemptionHook, checkpoint_to_continue
 from .hooks.startup_checks import StartupChecksHook
 
 
@@ -34,6 +36,10 @@ class CrashSafeRunner(Runner):
     A checkpoint is written under a temporary name and renamed once complete, so a ``*.pth`` file is never half
     written; and resuming without a path takes the newest complete checkpoint of the work dir, also when the kill
     came between writing it and updating ``last_checkpoint`` (mmengine would then start again from scratch).
+    Training not told to resume continues from the work dir's newest complete checkpoint when the same config wrote
+    it (:func:`~mmmetaformer.engine.hooks.preemption.checkpoint_to_continue`), and SIGTERM / SIGUSR1 stop it after
+    the iteration in flight with a checkpoint of that iteration (:class:`~mmmetaformer.engine.hooks.PreemptionHook`,
+    added unless the config lists one): a pre-empted or requeued job goes on by running the same command again.
     The configs select it with ``runner_type``, so mmdet's, mmseg's and mmpretrain's own ``tools/train.py`` use it too.
 
     Before the first iteration of ``train()``, ``val()`` and ``test()`` it checks the run's settings against its
@@ -56,6 +62,18 @@ class CrashSafeRunner(Runner):
         model.compile(**options)
         self.logger.info(f'torch.compile: the model\'s forward pass is compiled ({options or "default options"}); '
                          'the first iterations of each input shape and mode are slow.')
+
+    def register_hooks(self, default_hooks: Optional[dict] = None, custom_hooks: Optional[list] = None) -> None:
+        super().register_hooks(default_hooks, custom_hooks)
+        if not any(isinstance(hook, PreemptionHook) for hook in self.hooks):
+            self.register_hook(PreemptionHook())
+
+    def train(self) -> torch.nn.Module:
+        if not self._resume:
+            continued = checkpoint_to_continue(self, latest_complete_checkpoint(self.work_dir))
+            if continued is not None:
+                self._resume, self._load_from = True, continued
+        return super().train()
 
     def val(self) -> dict:
         self._maybe_compile('val_step')

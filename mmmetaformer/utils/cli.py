@@ -3,6 +3,8 @@ messages."""
 import argparse
 import os
 import os.path as osp
+import re
+import subprocess
 import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional
@@ -58,13 +60,31 @@ def require_data(cfg: Config, splits: List[str]) -> None:
                            f'train_dataloader.dataset.data_root=... (and val/test likewise).')
 
 
-def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
-    """Make ``--launcher pytorch`` work on machines without GPUs.
+def set_slurm_rendezvous() -> None:
+    """torch's ``env://`` variables of an srun task, from Slurm's: ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, and
+    unless already set ``MASTER_ADDR`` (the address Slurm has for the step's first node) and ``MASTER_PORT`` (20000
+    + the job id modulo 10000, so that jobs sharing a node do not collide; a requeued job keeps its id)."""
+    os.environ.update(RANK=os.environ['SLURM_PROCID'], LOCAL_RANK=os.environ['SLURM_LOCALID'],
+                      WORLD_SIZE=os.environ.get('SLURM_STEP_NUM_TASKS', os.environ['SLURM_NTASKS']))
+    if 'MASTER_ADDR' not in os.environ:
+        nodes = os.environ.get('SLURM_STEP_NODELIST', os.environ['SLURM_NODELIST'])
+        first = subprocess.run(['scontrol', 'show', 'hostnames', nodes], capture_output=True, text=True,
+                               check=True).stdout.split()[0]
+        node = subprocess.run(['scontrol', 'show', 'node', '--oneliner', first], capture_output=True, text=True,
+                              check=True).stdout
+        os.environ['MASTER_ADDR'] = re.search(r'\bNodeAddr=(\S+)', node).group(1)
+    os.environ.setdefault('MASTER_PORT', str(20000 + int(os.environ['SLURM_JOB_ID']) % 10000))
 
-    mmengine's launcher binds each rank to a CUDA device and wraps the model with ``device_ids``; without CUDA we
+
+def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
+    """Make ``--launcher pytorch`` and ``--launcher slurm`` work on machines without GPUs.
+
+    mmengine's launchers bind each rank to a CUDA device and wrap the model with ``device_ids``; without CUDA we
     start the process group ourselves with gloo (mmengine then skips its own set-up) and wrap the model with
     :class:`~mmmetaformer.engine.CPUDistributedDataParallel` (device-less, SyncBN reverted to BatchNorm).
     """
+    if launcher == 'slurm':
+        set_slurm_rendezvous()
     if launcher == 'none' or torch.cuda.is_available():
         return
     import torch.distributed as dist

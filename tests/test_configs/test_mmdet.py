@@ -13,14 +13,13 @@ import pytest
 import torch
 
 from conftest import ROOT
-from e2e import DET_TINY, build_config_model, free_port, logged_metric, run_tool, write_config
+from e2e import DET_TINY, RETINA_HEAD, build_config_model, free_port, logged_metric, run_tool, write_config
 
 pytestmark = pytest.mark.e2e  # whole models built from the configs, or the tools run
 
 pytest.importorskip('mmdet')
 
 # score_thr 0: a detector trained for a few iterations must still output boxes for the metric to score.
-RETINA_HEAD = ', bbox_head=dict(num_classes=3), test_cfg=dict(score_thr=0.0)'
 MASK_HEADS = (', roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)), '
               'test_cfg=dict(rcnn=dict(score_thr=0.0))')
 

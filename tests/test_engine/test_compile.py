@@ -1,11 +1,9 @@
 """torch.compile: every family's backbone traces as one graph, and ``--compile`` runs give the eager losses."""
-import glob
-import json
 
 import pytest
 import torch
 
-from e2e import run_tool, write_config
+from e2e import logged_losses, run_tool, write_config
 
 pytestmark = pytest.mark.e2e  # whole models built from the configs, or the tools run
 
@@ -53,11 +51,6 @@ randomness = dict(seed=0)
 """
 
 
-def logged_losses(work) -> list:
-    scalars, = glob.glob(str(work / '*' / 'vis_data' / 'scalars.json'))
-    return [json.loads(line)['loss'] for line in open(scalars) if '"loss"' in line]
-
-
 @pytest.mark.parametrize('backend', ['aot_eager'])
 def test_compiled_training_gives_the_eager_losses(tmp_path, backend):
     pytest.importorskip('mmpretrain')
@@ -70,7 +63,7 @@ def test_compiled_training_gives_the_eager_losses(tmp_path, backend):
                        '--cfg-options', f'compile.backend={backend}'])
     assert "torch.compile: the model's forward pass is compiled ({'backend': '%s'})" % backend in \
         result.stdout + result.stderr
-    expected, losses = logged_losses(eager), logged_losses(compiled)
+    expected, losses = ([loss for _, loss in logged_losses(run)] for run in (eager, compiled))
     assert len(losses) == len(expected) == 3
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(expected), rtol=1e-4, atol=1e-5)
 

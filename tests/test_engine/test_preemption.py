@@ -1,0 +1,153 @@
+"""SIGTERM during training: the iteration in flight is finished and saved, and the same command continues from it as
+if nothing had happened (single process, and two processes through dist_train.sh)."""
+import os
+import signal
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from mmmetaformer.engine.hooks.preemption import PreemptionHook, ResumingBatchSampler, random_states
+from e2e import (
+    FIRST_ITERATION,
+    assert_same_weights,
+    assert_stopped_mid_epoch,
+    checkpoint_meta,
+    free_port,
+    logged_losses,
+    preemptible_config,
+    run_tool,
+    start_tool,
+    tiny_seg_config,
+    wait_for_line,
+)
+
+pytest.importorskip('mmdet')
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    """16 training images: 4 iterations per epoch for two processes of 2 images, 8 for one."""
+    from mmmetaformer.demo_data import make_coco_shapes
+    return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 16), ('val', 4)))
+
+
+def test_resuming_batch_sampler_skips_without_loading_and_restores_the_random_states():
+    batches = torch.utils.data.BatchSampler(range(10), batch_size=3, drop_last=False)
+    torch.manual_seed(1)
+    saved = random_states()
+    expected = torch.rand(1)
+    torch.manual_seed(2)
+    resuming = ResumingBatchSampler(batches, skipped=2, states=saved)
+    assert len(resuming) == 2 and resuming.batch_size == 3
+    first_pass = iter(resuming)
+    assert next(first_pass) == [6, 7, 8] and len(resuming) == 2
+    assert torch.equal(torch.rand(1), expected)  # the states were restored as the first batch was drawn
+    assert list(first_pass) == [[9]] and len(resuming) == 4
+    assert list(resuming) == list(batches)  # later passes are the sampler's own
+
+
+@pytest.mark.parametrize('name', ['SIGTERM', 'SIGUSR1'])
+def test_the_signal_handler_only_records_the_signal_while_training(name):
+    signum = getattr(signal, name)
+    before = signal.getsignal(signum)
+    hook = PreemptionHook()
+    hook.before_train(SimpleNamespace(train_loop=None, val_loop=None))
+    signal.raise_signal(signum)
+    assert hook._received == signum
+    hook.after_train(None)
+    assert signal.getsignal(signum) is before
+
+
+def test_only_a_checkpoint_of_the_same_config_is_continued_without_resume(tmp_path):
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+
+    from mmmetaformer.engine.hooks.preemption import checkpoint_to_continue
+
+    def runner(**settings):
+        cfg = Config(dict(dict(model=dict(depth=12), lr=0.1, launcher='none', work_dir=str(tmp_path)), **settings))
+        return SimpleNamespace(cfg=cfg, work_dir=str(tmp_path), logger=MMLogger.get_instance('preemption-test'))
+
+    checkpoint = str(tmp_path / 'iter_3.pth')
+    torch.save(dict(meta=dict(cfg=runner(launcher='pytorch', work_dir='elsewhere').cfg.pretty_text)), checkpoint)
+    assert checkpoint_to_continue(runner(launcher='slurm'), checkpoint) == checkpoint
+    assert checkpoint_to_continue(runner(lr=0.2), checkpoint) is None
+    assert checkpoint_to_continue(runner(), None) is None
+
+
+@pytest.mark.e2e
+def test_sigterm_mid_epoch_then_the_same_command_continues_exactly(shapes, tmp_path):
+    config = preemptible_config(tmp_path, shapes)
+    reference, work, log = tmp_path / 'reference', tmp_path / 'work', tmp_path / 'first.log'
+    run_tool(['tools/train.py', config, '--work-dir', str(reference)])
+    command = ['tools/train.py', config, '--work-dir', str(work)]
+    process = start_tool(command, log)
+    wait_for_line(log, FIRST_ITERATION, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-6000:]
+    stopped = assert_stopped_mid_epoch(work, iterations_per_epoch=8)
+    output = run_tool(command).stdout
+    assert 'Resuming from' in output and f'its first {stopped} batches' in output
+    assert checkpoint_meta(work / 'epoch_2.pth')['iter'] == 16
+    assert_same_weights(reference / 'epoch_2.pth', work / 'epoch_2.pth')
+    assert logged_losses(work) == logged_losses(reference)
+
+
+@pytest.mark.e2e
+def test_sigterm_to_the_loader_workers_too_still_saves_and_continues(shapes, tmp_path):
+    """As Slurm signals a task: the training process and its two persistent data loader workers at once."""
+    config = preemptible_config(tmp_path, shapes)
+    work, log = tmp_path / 'work', tmp_path / 'first.log'
+    command = ['tools/train.py', config, '--work-dir', str(work), '--cfg-options', 'train_dataloader.num_workers=2',
+               'train_dataloader.persistent_workers=True']
+    process = start_tool(command, log, new_session=True)
+    wait_for_line(log, FIRST_ITERATION, process)
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-6000:]
+    stopped = assert_stopped_mid_epoch(work, iterations_per_epoch=8)
+    run_tool(command)
+    steps = [step for step, _ in logged_losses(work)]
+    assert steps == list(range(1, 17)), f'stopped after {stopped}; logged iterations {steps}'
+
+
+@pytest.mark.e2e
+def test_dist_train_sigterm_then_run_again_finishes_every_iteration_once(shapes, tmp_path):
+    config = preemptible_config(tmp_path, shapes)
+    work, log = tmp_path / 'work', tmp_path / 'first.log'
+    command = ['tools/dist_train.sh', config, '2', '--work-dir', str(work)]
+    process = start_tool(command, log, env={'PORT': free_port()})
+    wait_for_line(log, FIRST_ITERATION, process)
+    process.send_signal(signal.SIGTERM)  # to torchrun, which passes it on to both processes
+    assert process.wait(timeout=300) != 0
+    stopped = assert_stopped_mid_epoch(work, iterations_per_epoch=4)
+    run_tool(command, env={'PORT': free_port()})
+    assert checkpoint_meta(work / 'epoch_2.pth')['iter'] == 8
+    steps = [step for step, _ in logged_losses(work)]
+    assert steps == list(range(1, 9)), f'stopped after {stopped}; logged iterations {steps}'
+
+
+@pytest.mark.e2e
+def test_sigterm_in_an_iteration_based_run_then_the_same_command_continues_exactly(tmp_path):
+    """Semantic FPN (iteration-based, InfiniteSampler, random crops and flips, dropout in the head)."""
+    pytest.importorskip('mmseg')
+    from mmmetaformer.demo_data import make_ade20k_like
+    ade = make_ade20k_like(str(tmp_path / 'ade'), splits=(('training', 4), ('validation', 2)), size=(96, 128))
+    config = tmp_path / 'fpn_poolformer_s12_40k_ade20k.py'
+    tiny_seg_config(tmp_path, ade, 'fpn_poolformer_s12_40k_ade20k')
+    config.write_text(config.read_text() + """
+randomness = dict(seed=0)
+train_cfg = dict(max_iters=8, val_interval=8)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=8))
+""")
+    reference, work, log = tmp_path / 'reference', tmp_path / 'work', tmp_path / 'first.log'
+    run_tool(['tools/train.py', str(config), '--work-dir', str(reference)])
+    command = ['tools/train.py', str(config), '--work-dir', str(work)]
+    process = start_tool(command, log)
+    wait_for_line(log, r'Iter\(train\) +\[ *1/8\]', process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-6000:]
+    assert_stopped_mid_epoch(work, iterations_per_epoch=8)
+    assert 'Resuming from' in run_tool(command).stdout
+    assert_same_weights(reference / 'iter_8.pth', work / 'iter_8.pth')
+    assert logged_losses(work) == logged_losses(reference)
