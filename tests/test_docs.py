@@ -38,6 +38,8 @@ RUN_BY: Dict[str, str] = {
     'python tools/test.py configs/mmseg/upernet_caformer_s18_160k_ade20k.py '
     'work_dirs/upernet_caformer_s18_160k_ade20k/iter_160000.pth --tta':
         'tests/test_configs/test_upernet.py::test_tools_test_tta',
+    'bash tools/gpu_check.sh':
+        'tests/test_utils/test_gpu_check.py::test_gpu_check_says_what_it_found_and_stops_without_cuda',
     'python tools/get_flops.py configs/mmseg/upernet_caformer_s18_160k_ade20k.py':
         'tests/test_utils/test_complexity.py::test_get_flops_tool_on_a_config',
     'python tools/inference.py configs/mmdet/demo/retinanet_poolformer_s12_shapes.py work_dirs/demo/epoch_6.pth '
