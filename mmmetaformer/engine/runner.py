@@ -64,6 +64,8 @@ class CrashSafeRunner(Runner):
                          'the first iterations of each input shape and mode are slow.')
 
     def register_hooks(self, default_hooks: Optional[dict] = None, custom_hooks: Optional[list] = None) -> None:
+        """mmengine's default and custom hooks, then a :class:`~mmmetaformer.engine.hooks.PreemptionHook` unless the
+        config lists one."""
         super().register_hooks(default_hooks, custom_hooks)
         if not any(isinstance(hook, PreemptionHook) for hook in self.hooks):
             self.register_hook(PreemptionHook())

@@ -28,7 +28,7 @@ pytest.importorskip('mmdet')
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
     """16 training images: 4 iterations per epoch for two processes of 2 images, 8 for one."""
-    from mmmetaformer.demo_data import make_coco_shapes
+    from mmmetaformer.testing import make_coco_shapes
     return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 16), ('val', 4)))
 
 
@@ -131,7 +131,7 @@ def test_dist_train_sigterm_then_run_again_finishes_every_iteration_once(shapes,
 def test_sigterm_in_an_iteration_based_run_then_the_same_command_continues_exactly(tmp_path):
     """Semantic FPN (iteration-based, InfiniteSampler, random crops and flips, dropout in the head)."""
     pytest.importorskip('mmseg')
-    from mmmetaformer.demo_data import make_ade20k_like
+    from mmmetaformer.testing import make_ade20k_like
     ade = make_ade20k_like(str(tmp_path / 'ade'), splits=(('training', 4), ('validation', 2)), size=(96, 128))
     config = tmp_path / 'fpn_poolformer_s12_40k_ade20k.py'
     tiny_seg_config(tmp_path, ade, 'fpn_poolformer_s12_40k_ade20k')

@@ -45,7 +45,7 @@ def slurm(tmp_path_factory):
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
     """16 training images: 4 iterations per epoch for two tasks of 2 images."""
-    from mmmetaformer.demo_data import make_coco_shapes
+    from mmmetaformer.testing import make_coco_shapes
     return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 16), ('val', 4)))
 
 

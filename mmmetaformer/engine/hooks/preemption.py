@@ -118,7 +118,7 @@ class LoaderWorkerSignals:
 @HOOKS.register_module()
 class PreemptionHook(Hook):
     """On SIGTERM or SIGUSR1 during training: finish the iteration in flight, save a checkpoint of it and exit with
-    :func:`exit_status`; after resuming from such a checkpoint, continue the data and random streams where it
+    ``exit_status(signal)``; after resuming from such a checkpoint, continue the data and random streams where it
     stopped.
 
     The signal handler only records the signal. After every training iteration the processes agree (an all-reduce
@@ -126,7 +126,7 @@ class PreemptionHook(Hook):
     iterations done) goes through the runner's ``save_checkpoint``: :class:`~mmmetaformer.engine.CrashSafeRunner`
     writes it under a temporary name and renames it when complete. Its ``meta['preemption']`` records the batches
     done in the interrupted epoch and every process's random states. The data loaders' workers keep running through
-    the signals until the training process exits (:class:`LoaderWorkerSignals`).
+    the signals until the training process exits (``LoaderWorkerSignals``).
 
     Args:
         signals: names of the signals that stop training this way.
@@ -187,6 +187,7 @@ class PreemptionHook(Hook):
                                'the pre-emption, are skipped.')
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        """Stop here, with a checkpoint of this iteration, when any process has received a pre-emption signal."""
         received = torch.tensor([self._received], dtype=torch.int64)
         all_reduce(received, op='max')
         signum = int(received.item())
@@ -194,7 +195,7 @@ class PreemptionHook(Hook):
             self._save_and_exit(runner, batch_idx, signum)
 
     def _save_and_exit(self, runner, batch_idx: int, signum: int) -> None:
-        from .runtime import finish_distributed
+        from ...utils.cli import finish_distributed
         filename = f'iter_{runner.iter + 1}.pth'
         preemption = dict(signal=signal.Signals(signum).name, batches_done_in_epoch=batch_idx + 1,
                           random_states=all_gather_object(random_states()))
