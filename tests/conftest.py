@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -33,6 +35,24 @@ def tmp_ckpt(tmp_path):
     return save
 
 
+@pytest.fixture(scope='module')
+def module_tmp_factory(tmp_path_factory):
+    """``tmp_path_factory`` for module-scoped fixtures, whose folders go when the module's tests end.
+
+    The module fixtures train and convert published-size models: left to the end of the session, as pytest leaves
+    ``tmp_path_factory`` folders, their checkpoints add up to tens of gigabytes over the suite.
+    """
+    made = []
+
+    def mktemp(name: str):
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield SimpleNamespace(mktemp=mktemp)
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def fresh_default_scope():
     """Each test starts without mmengine's process-wide default scope, as a new process does: tests that build mm
@@ -41,6 +61,3 @@ def fresh_default_scope():
     from mmengine.registry import DefaultScope
     DefaultScope._instance_dict.clear()
 
-
-def pytest_configure(config):
-    config.addinivalue_line('markers', 'e2e: end-to-end runs of the tools (training processes, a local Slurm)')

@@ -22,10 +22,10 @@ from mmengine.utils import ProgressBar
 
 from ..errors import InvalidSettingError, MissingFileError
 from ..models.utils import check_model_checkpoint, known_layout, read_checkpoint
+from ..utils.configs import library_of
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv')
-SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 DEFAULT_SCORE_THR = 0.3  # mmdet's default for drawing boxes
 
 
@@ -52,11 +52,7 @@ def load_model_config(config: Union[str, Config], cfg_options: Optional[dict] = 
         config = config.copy()  # the inferencers edit the pipeline of the config they get
     if cfg_options:
         config.merge_from_dict(cfg_options)
-    scope = config.get('default_scope')
-    if scope not in SCOPES:
-        raise InvalidSettingError(
-            f'the config has default_scope={scope!r}; expected one of {SCOPES} (a detector, segmentor '
-            f'or classifier config)')
+    library_of(config, 'inference')
     return config
 
 

@@ -34,21 +34,14 @@ The wrapper convention (each task module follows it; :func:`build_export_model` 
 """
 from torch import nn
 
-from ..errors import InvalidSettingError
+from ..utils.configs import library_of
 from .base import BATCH, HEIGHT, INPUT_NAME, WIDTH, ExportModule
 from .preprocess import GraphPreprocessor
 
-TASKS = ('mmpretrain', 'mmseg', 'mmdet')
-
 
 def task_of(cfg) -> str:
-    """The library of a config (``default_scope``): 'mmpretrain', 'mmseg' or 'mmdet'."""
-    scope = cfg.get('default_scope')
-    if scope not in TASKS:
-        raise InvalidSettingError(
-            f'cannot export a model of default_scope={scope!r}: the config must be an mmpretrain '
-            f'classifier, an mmseg segmentor or an mmdet detector config (default_scope one of {TASKS})')
-    return scope
+    """The library an exported model's config is for: 'mmpretrain', 'mmseg' or 'mmdet'."""
+    return library_of(cfg, 'ONNX export')
 
 
 def build_export_model(model: nn.Module, cfg) -> ExportModule:
@@ -65,5 +58,5 @@ def build_export_model(model: nn.Module, cfg) -> ExportModule:
     return build(model).eval()
 
 
-__all__ = ['BATCH', 'HEIGHT', 'INPUT_NAME', 'TASKS', 'WIDTH', 'ExportModule', 'GraphPreprocessor',
+__all__ = ['BATCH', 'HEIGHT', 'INPUT_NAME', 'WIDTH', 'ExportModule', 'GraphPreprocessor',
            'build_export_model', 'task_of']

@@ -57,7 +57,7 @@ def load_weights(model: nn.Module, checkpoint: str) -> None:
 
 def config_test_pipeline(cfg) -> list:
     """The steps of the config's test (else validation) dataset pipeline."""
-    from ..utils.dataset_configs import leaf_datasets
+    from ..utils.configs import leaf_datasets
     loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
     for dataset in leaf_datasets(loader.get('dataset') if loader else None):
         if dataset.get('pipeline'):

@@ -13,7 +13,7 @@ import torch
 from mmengine.config import Config, ConfigDict
 
 from ..errors import InvalidSettingError, MissingFileError, UserError
-from .dataset_configs import leaf_datasets
+from .configs import leaf_datasets
 
 
 def missing_data(cfg: Config, splits: List[str]) -> List[str]:

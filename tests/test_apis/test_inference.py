@@ -23,17 +23,17 @@ RETINA_HEAD = ', bbox_head=dict(num_classes=3), test_cfg=dict(score_thr=0.0, max
 
 
 @pytest.fixture(scope='module')
-def shapes(tmp_path_factory):
+def shapes(module_tmp_factory):
     from mmmetaformer.testing import make_coco_shapes
-    return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 1), ('val', 3)),
+    return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', 1), ('val', 3)),
                             size=(96, 112))
 
 
 @pytest.fixture(scope='module')
-def classifier(tmp_path_factory):
+def classifier(module_tmp_factory):
     """(config, checkpoint) of a PoolFormer-S12 classifier with random weights."""
     config = osp.join(ROOT, 'configs', 'mmpretrain', 'poolformer_s12_in1k.py')
-    folder = tmp_path_factory.mktemp('classifier')
+    folder = module_tmp_factory.mktemp('classifier')
     return config, save_random_checkpoint(config, str(folder / 'poolformer_s12.pth'))
 
 

@@ -25,9 +25,9 @@ MASK_HEADS = (', roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num
 
 
 @pytest.fixture(scope='module')
-def shapes(tmp_path_factory):
+def shapes(module_tmp_factory):
     from mmmetaformer.testing import make_coco_shapes
-    return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 8), ('val', 4)))
+    return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', 8), ('val', 4)))
 
 
 @pytest.mark.parametrize('config, params', [

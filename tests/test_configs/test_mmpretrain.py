@@ -67,9 +67,9 @@ def config(name: str):
 
 
 @pytest.fixture(scope='module')
-def converted(tmp_path_factory):
+def converted(module_tmp_factory):
     """name -> (reference model, its official-layout checkpoint, that file converted by the conversion tool)."""
-    folder = tmp_path_factory.mktemp('checkpoints')
+    folder = module_tmp_factory.mktemp('checkpoints')
     cache = {}
 
     def get(name):
@@ -85,9 +85,9 @@ def converted(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def imagenet(tmp_path_factory):
+def imagenet(module_tmp_factory):
     from mmmetaformer.testing import make_imagenet_folders
-    return make_imagenet_folders(str(tmp_path_factory.mktemp('imagenet')), splits=(('train', 2), ('val', 2)))
+    return make_imagenet_folders(str(module_tmp_factory.mktemp('imagenet')), splits=(('train', 2), ('val', 2)))
 
 
 def test_one_config_per_published_model():

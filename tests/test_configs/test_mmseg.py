@@ -25,9 +25,9 @@ POOLFORMER_SIZES = [('s12', 15.7), ('s24', 25.1), ('s36', 34.6), ('m36', 59.8), 
 OTHER_FAMILIES = ['poolformerv2_s12', 'identityformer_s12', 'randformer_s12', 'convformer_s18', 'caformer_s18']
 
 @pytest.fixture(scope='module')
-def ade(tmp_path_factory) -> str:
+def ade(module_tmp_factory) -> str:
     from mmmetaformer.testing import make_ade20k_like
-    return make_ade20k_like(str(tmp_path_factory.mktemp('ade')), splits=(('training', 4), ('validation', 2)),
+    return make_ade20k_like(str(module_tmp_factory.mktemp('ade')), splits=(('training', 4), ('validation', 2)),
                             size=IMAGE_SIZE)
 
 

@@ -111,15 +111,15 @@ def test_tta_pipeline_gives_six_scales_with_and_without_flip(tmp_path):
 # --- end to end ----------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
-def ade(tmp_path_factory) -> str:
+def ade(module_tmp_factory) -> str:
     from mmmetaformer.testing import make_ade20k_like
-    return make_ade20k_like(str(tmp_path_factory.mktemp('ade')), splits=(('training', 4), ('validation', 2)))
+    return make_ade20k_like(str(module_tmp_factory.mktemp('ade')), splits=(('training', 4), ('validation', 2)))
 
 
 @pytest.fixture(scope='module')
-def trained(ade, tmp_path_factory):
+def trained(ade, module_tmp_factory):
     """UperNet-CAFormer-S18 trained 2 iterations by tools/train.py: (config, work dir)."""
-    tmp_path = tmp_path_factory.mktemp('upernet')
+    tmp_path = module_tmp_factory.mktemp('upernet')
     config = tiny_seg_config(tmp_path, ade, 'upernet_caformer_s18_160k_ade20k')
     work = tmp_path / 'work'
     result = run_tool(['tools/train.py', config, '--work-dir', str(work)])

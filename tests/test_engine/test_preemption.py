@@ -26,10 +26,10 @@ pytest.importorskip('mmdet')
 
 
 @pytest.fixture(scope='module')
-def shapes(tmp_path_factory):
+def shapes(module_tmp_factory):
     """16 training images: 4 iterations per epoch for two processes of 2 images, 8 for one."""
     from mmmetaformer.testing import make_coco_shapes
-    return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 16), ('val', 4)))
+    return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', 16), ('val', 4)))
 
 
 def test_resuming_batch_sampler_skips_without_loading_and_restores_the_random_states():

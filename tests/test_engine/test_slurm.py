@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope='module')
-def slurm(tmp_path_factory):
+def slurm(module_tmp_factory):
     missing = missing_binaries()
     reason = (f'Slurm is not installed (missing: {", ".join(missing)}; Debian: apt-get install slurm-wlm munge)'
               if missing else 'a local slurmd needs root' if os.geteuid() != 0 else None)
@@ -34,7 +34,7 @@ def slurm(tmp_path_factory):
         if os.environ.get('MMMETAFORMER_REQUIRE_SLURM') == '1':
             pytest.fail(f'{reason}, and MMMETAFORMER_REQUIRE_SLURM=1 requires the Slurm tests')
         pytest.skip(reason)
-    cluster = LocalSlurm(tmp_path_factory.mktemp('slurm'))
+    cluster = LocalSlurm(module_tmp_factory.mktemp('slurm'))
     try:
         cluster.start()
         yield cluster
@@ -43,10 +43,10 @@ def slurm(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def shapes(tmp_path_factory):
+def shapes(module_tmp_factory):
     """16 training images: 4 iterations per epoch for two tasks of 2 images."""
     from mmmetaformer.testing import make_coco_shapes
-    return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 16), ('val', 4)))
+    return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', 16), ('val', 4)))
 
 
 def job_field(slurm: LocalSlurm, job: str, field: str) -> str:

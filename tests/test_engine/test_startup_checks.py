@@ -22,15 +22,15 @@ NAMES = (f'run{index}' for index in itertools.count())  # mmengine keys loggers 
 
 
 @pytest.fixture(scope='module')
-def shapes(tmp_path_factory):
+def shapes(module_tmp_factory):
     from mmmetaformer.testing import make_coco_shapes
-    return make_coco_shapes(str(tmp_path_factory.mktemp('shapes')), splits=(('train', 4), ('val', 2)))
+    return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', 4), ('val', 2)))
 
 
 @pytest.fixture(scope='module')
-def imagenet(tmp_path_factory):
+def imagenet(module_tmp_factory):
     from mmmetaformer.testing import make_imagenet_folders
-    return make_imagenet_folders(str(tmp_path_factory.mktemp('imagenet')), splits=(('train', 1), ('val', 1)))
+    return make_imagenet_folders(str(module_tmp_factory.mktemp('imagenet')), splits=(('train', 1), ('val', 1)))
 
 
 def retinanet_config(tmp_path, shapes: str, model_extra: str = '') -> str:

@@ -23,21 +23,21 @@ SMALL_PIPELINE = {'test_dataloader.dataset.pipeline.1.scale': 72, 'test_dataload
 
 
 @pytest.fixture(scope='module')
-def image(tmp_path_factory) -> str:
+def image(module_tmp_factory) -> str:
     """A 96x80 picture: a bright disc on a dark noisy background."""
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 60, size=(80, 96, 3)).astype(np.uint8)
     yy, xx = np.mgrid[:80, :96]
     pixels[(yy - 40)**2 + (xx - 50)**2 < 15**2] = (230, 200, 40)
-    path = str(tmp_path_factory.mktemp('image') / 'disc.jpg')
+    path = str(module_tmp_factory.mktemp('image') / 'disc.jpg')
     Image.fromarray(pixels).save(path)
     return path
 
 
 @pytest.fixture(scope='module')
-def classifiers(tmp_path_factory):
+def classifiers(module_tmp_factory):
     """name -> (config, checkpoint with random weights)."""
-    folder = tmp_path_factory.mktemp('classifiers')
+    folder = module_tmp_factory.mktemp('classifiers')
     cache = {}
 
     def get(name):

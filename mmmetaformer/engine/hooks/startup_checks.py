@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from ...errors import InvalidSettingError
 from ...registry import HOOKS
-from ...utils.dataset_configs import leaf_datasets
+from ...utils.configs import leaf_datasets
 
 # Heads whose outputs are the data set's classes (mmdet, mmseg, mmpretrain). An RPN head is class-agnostic.
 CLASS_HEADS = ('bbox_head', 'mask_head', 'decode_head', 'auxiliary_head', 'head')
