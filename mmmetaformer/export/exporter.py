@@ -18,6 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..utils.configs import leaf_datasets
 from . import ExportModule, build_export_model, task_of
 from .base import INPUT_NAME, ExportError
 from .replacements import exportable_modules
@@ -57,7 +58,6 @@ def load_weights(model: nn.Module, checkpoint: str) -> None:
 
 def config_test_pipeline(cfg) -> list:
     """The steps of the config's test (else validation) dataset pipeline."""
-    from ..utils.configs import leaf_datasets
     loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
     for dataset in leaf_datasets(loader.get('dataset') if loader else None):
         if dataset.get('pipeline'):
