@@ -1,6 +1,6 @@
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['mmmetaformer', 'mmmetaformer.models.classifiers'], allow_failed_imports=False)
-runner_type = 'mmmetaformer.CrashSafeRunner'  # checkpoints survive a kill at any moment (see mmmetaformer/engine.py)
+runner_type = 'mmmetaformer.CrashSafeRunner'  # checkpoints survive a kill at any moment (see mmmetaformer/engine/runner.py)
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
