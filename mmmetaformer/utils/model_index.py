@@ -1,5 +1,5 @@
 """The model zoo metadata: ``model-index.yml``, the metafiles it imports, and the README tables and the
-documentation's model zoo page (``docs/en/model_zoo.md``) made from them.
+documentation's generated pages (``docs/en/model_zoo.md``, ``docs/en/stage_widths.md``) made from them.
 
 Layout and rules (one entry per config, names and paths, README tables) are checked by :func:`check_model_index`
 and by ``tools/model_zoo.py --check``; the tests also build every entry's config and compare its parameters.
@@ -16,7 +16,8 @@ from .package_files import package_root
 
 TABLE_BEGIN, TABLE_END = '<!-- model-zoo:begin -->', '<!-- model-zoo:end -->'
 UNLISTED = ('_base_', 'demo')  # config folders without model entries
-ZOO_PAGE = Path('docs') / 'en' / 'model_zoo.md'  # absent from an installed package, which has no docs
+DOCS = Path('docs') / 'en'  # absent from an installed package
+ZOO_PAGE, STAGE_PAGE = 'model_zoo.md', 'stage_widths.md'  # the generated pages of DOCS
 
 
 def read_yaml(path: Path) -> dict:
@@ -117,8 +118,9 @@ def render_zoo_page(root: Optional[Path] = None) -> str:
 
 def update_readmes(root: Optional[Path] = None, check: bool = False) -> List[str]:
     """Write the table of every imported metafile into the README beside it, between ``TABLE_BEGIN`` and
-    ``TABLE_END``, and the documentation's model zoo page (:func:`render_zoo_page`) where the checkout has the
-    docs; with ``check``, change nothing and return the files that differ from the metafiles."""
+    ``TABLE_END``, and, where the checkout has the docs, their generated pages: the model zoo
+    (:func:`render_zoo_page`) and the stage widths (:func:`~mmmetaformer.models.backbones.zoo.stage_table_page`);
+    with ``check``, change nothing and return the files that differ from what they are generated from."""
     root = root or package_root()
     outdated = []
     for path, metafile in metafiles(root).items():
@@ -135,11 +137,12 @@ def update_readmes(root: Optional[Path] = None, check: bool = False) -> List[str
             outdated.append(str(readme.relative_to(root)))
             if not check:
                 readme.write_text(updated)
-    page = root / ZOO_PAGE
-    if page.parent.is_dir():
-        updated = render_zoo_page(root)
-        if not page.is_file() or page.read_text() != updated:
-            outdated.append(ZOO_PAGE.as_posix())
-            if not check:
-                page.write_text(updated)
+    if (root / DOCS).is_dir():
+        from ..models.backbones.zoo import stage_table_page
+        for name, text in ((ZOO_PAGE, render_zoo_page(root)), (STAGE_PAGE, stage_table_page())):
+            page = root / DOCS / name
+            if not page.is_file() or page.read_text() != text:
+                outdated.append((DOCS / name).as_posix())
+                if not check:
+                    page.write_text(text)
     return outdated
