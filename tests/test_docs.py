@@ -49,7 +49,8 @@ RUN_BY: Dict[str, str] = {
     '--out retinanet_shapes.onnx --dynamic --verify --image data/demo_shapes/val/val_00000.jpg':
         'tests/test_export/test_exporter.py::test_export_onnx_tool_with_verify',
     # docs/en/useful_tools.md
-    'python tools/benchmark.py --modes train --device cpu': 'tests/test_utils/test_benchmark.py::test_tool_prints_a_row',
+    'python tools/benchmark.py --modes train --device cpu':
+        'tests/test_utils/test_benchmark.py::test_tool_prints_a_row',
     'python tools/vis_featmap.py IMAGE configs/mmseg/fpn_caformer_s18_40k_ade20k.py --save-path featmaps.png':
         'tests/test_visualization/test_activation_maps.py::test_feature_maps_of_a_segmentor_through_the_tool',
     'python tools/vis_cam.py IMAGE configs/mmpretrain/caformer_s18_in1k.py CHECKPOINT --save-path cam.png '

@@ -56,7 +56,8 @@ def stage_table() -> List[Tuple[str, str, Tuple[int, ...], Tuple[int, ...], Tupl
 def stage_table_page() -> str:
     """The documentation page of :func:`stage_table` (``docs/en/stage_widths.md``, written by
     ``tools/model_zoo.py``)."""
-    lines = [STAGE_PAGE_INTRO, '| family | arch | type and arch in a config | depths | widths (in_channels) | strides |',
+    lines = [STAGE_PAGE_INTRO,
+             '| family | arch | type and arch in a config | depths | widths (in_channels) | strides |',
              '|---|---|---|---|---|---|']
     for family, arch, depths, dims, strides in stage_table():
         lines.append(f"| {family} | {arch} | `type='mmmetaformer.{family}', arch='{arch}'` | "
