@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
-from e2e import RETINA_HEAD, load_cfg, logged_metric, run_tool, save_random_checkpoint, write_config
 
 from conftest import ROOT
+from e2e import RETINA_HEAD, load_cfg, logged_metric, run_tool, save_random_checkpoint, write_config
 
 DATA_GUIDE = Path(ROOT) / 'docs' / 'en' / 'user_guides' / 'data.md'
 # the placeholder root of each library's options in the guide, and configs of every _base_ data set of the library
