@@ -1,4 +1,5 @@
 """The published model zoo: the six families by name, and which of their sizes a checkpoint's backbone is."""
+from functools import lru_cache
 from typing import List, Tuple
 
 import torch
@@ -35,9 +36,10 @@ def identify_arch(canonical: StateDict) -> List[Tuple[str, str]]:
     return matches
 
 
-def stage_table() -> List[Tuple[str, str, Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]:
+@lru_cache(maxsize=1)
+def stage_table() -> Tuple[Tuple[str, str, Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]], ...]:
     """(family, arch, depths, widths, strides) of every published size, read from the backbones as built (on the meta
-    device): the widths are what a neck's ``in_channels`` needs (``FPN.in_channels`` with ``out_indices=(0, 1, 2,
+    device; built once per process): the widths are what a neck's ``in_channels`` needs (``FPN.in_channels`` with ``out_indices=(0, 1, 2,
     3)``), the strides those of the four NCHW outputs against the input."""
     rows = []
     for family in FAMILIES.values():
@@ -50,7 +52,7 @@ def stage_table() -> List[Tuple[str, str, Tuple[int, ...], Tuple[int, ...], Tupl
                 stride *= conv.stride[0] if conv is not None else 1
                 strides.append(stride)
             rows.append((family.__name__, arch, tuple(model.depths), tuple(model.dims), tuple(strides)))
-    return rows
+    return tuple(rows)
 
 
 def stage_table_page() -> str:
