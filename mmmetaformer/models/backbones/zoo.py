@@ -39,8 +39,8 @@ def identify_arch(canonical: StateDict) -> List[Tuple[str, str]]:
 @lru_cache(maxsize=1)
 def stage_table() -> Tuple[Tuple[str, str, Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]], ...]:
     """(family, arch, depths, widths, strides) of every published size, read from the backbones as built (on the meta
-    device; built once per process): the widths are what a neck's ``in_channels`` needs (``FPN.in_channels`` with ``out_indices=(0, 1, 2,
-    3)``), the strides those of the four NCHW outputs against the input."""
+    device; built once per process): the widths are what a neck's ``in_channels`` needs (``FPN.in_channels`` with
+    ``out_indices=(0, 1, 2, 3)``), the strides those of the four NCHW outputs against the input."""
     rows = []
     for family in FAMILIES.values():
         for arch in family.arch_zoo:
