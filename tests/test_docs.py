@@ -80,7 +80,7 @@ RUN_HERE = [
 
 NARRATION = [r'\bfirst round\b', r'\bsecond round\b', r'\bthird round\b', r'\bthis session\b',
              r'\bno GPU was (available|lent)\b', r'\bthe issue (asked|measured|found)\b', r'\bmeasured earlier here\b',
-             r'\bin this session\b']
+             r'\bin this session\b', r'\bfixed since\b', r'\bexercised here\b']
 
 
 def shell_commands(path: Path) -> List[str]:
