@@ -48,6 +48,9 @@ RUN_BY: Dict[str, str] = {
     'python tools/export_onnx.py configs/mmdet/demo/retinanet_poolformer_s12_shapes.py work_dirs/demo/epoch_6.pth '
     '--out retinanet_shapes.onnx --dynamic --verify --image data/demo_shapes/val/val_00000.jpg':
         'tests/test_export/test_exporter.py::test_export_onnx_tool_with_verify',
+    # docs/en/get_started.md (onedl-mim, where it is installed)
+    'mim search mmmetaformer': 'tests/test_mim.py::test_mim_search_lists_the_model_index',
+    'mim train onedl-mmdetection CONFIG': 'tests/test_mim.py::test_mim_train_runs_a_config_through_mmdets_tool',
     # docs/en/useful_tools.md
     'python tools/benchmark.py --modes train --device cpu':
         'tests/test_utils/test_benchmark.py::test_tool_prints_a_row',
