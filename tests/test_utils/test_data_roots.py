@@ -62,6 +62,7 @@ def test_the_documented_options_move_every_loader_and_evaluator(library):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_tools_test_runs_on_coco_elsewhere_with_the_documented_options(tmp_path):
     """The published RetinaNet config (its data set and evaluator as they are, on a 3-class head and small images)
     tests COCO-layout data outside data/, run from a folder without data/, and prints its mAP."""
