@@ -109,8 +109,8 @@ def test_registry_names_resolve_in_every_scope(registry, name):
 
 
 def documented_imports() -> Set[str]:
-    """``module:name`` of every ``from mmmetaformer... import name`` and dotted ``mmmetaformer.a.b`` in README.md,
-    except registry names (``mmmetaformer.CrashSafeRunner``: a type in a config, tested above)."""
+    """``module:name`` of every ``from mmmetaformer... import name`` and dotted path under ``mmmetaformer`` in
+    README.md, except registry names (``mmmetaformer.CrashSafeRunner``: a type in a config, tested above)."""
     text = (Path(ROOT) / 'README.md').read_text()
     found = {f'{module}:{name.strip()}' for module, names in re.findall(r'from (mmmetaformer[\w.]*) import ([\w, ]+)',
                                                                          text) for name in names.split(',')}

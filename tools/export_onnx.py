@@ -7,7 +7,8 @@ onnxruntime against the PyTorch model.
 The graph takes ``input``: float32 (N, 3, H, W), the image as the config's test pipeline packs it (resized,
 unnormalised, channel order as loaded); normalisation, channel flip and padding are inside. Outputs: classifiers
 ``scores`` (probabilities), segmentors ``seg_logits`` at input size, detectors ``dets`` [x1, y1, x2, y2, score] and
-``labels`` (Mask R-CNN also ``masks``), all as ``predict(..., rescale=False)`` gives them (README, "Deploy to ONNX").
+``labels`` (Mask R-CNN also ``masks``), all as ``predict(..., rescale=False)`` gives them
+(docs/en/user_guides/deployment.md, "The graph").
 --verify also checks that the outputs have the shapes the graph declares; ``--provider cuda`` runs the check on
 onnxruntime's CUDA execution provider.
 

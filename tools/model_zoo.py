@@ -1,7 +1,8 @@
-"""Check the model index against the configs and write the model tables of configs/*/README.md from the metafiles.
+"""Check the model index against the configs; write the model tables of configs/*/README.md from the metafiles and
+the generated pages of the docs (docs/en/model_zoo.md from the metafiles, docs/en/stage_widths.md from the backbones).
 
     python tools/model_zoo.py            # rewrite the tables (between <!-- model-zoo:begin/end --> in each README)
-    python tools/model_zoo.py --check    # change nothing; fail if a table or the model index is out of date
+    python tools/model_zoo.py --check    # change nothing; fail if a table, a page or the model index is out of date
 """
 import argparse
 import sys
@@ -18,7 +19,7 @@ def main() -> None:
     for problem in problems:
         print(f'model index: {problem}')
     for readme in outdated:
-        print(f'{readme}: table {"differs from" if args.check else "rewritten from"} its metafile')
+        print(f'{readme}: {"differs from" if args.check else "rewritten from"} what it is generated from')
     if problems or (args.check and outdated):
         sys.exit(1)
 

@@ -46,18 +46,17 @@ def require_data(cfg: Config, splits: List[str]) -> None:
         return
     scope = cfg.get('default_scope', '')
     hint = {
-        'mmdet': 'COCO 2017 is expected as data/coco/{annotations,train2017,val2017} (see README.md, "Data"). '
-                 'To try the whole pipeline without COCO, run `python tools/demo.py`: it generates a small COCO-format '
-                 'data set and trains RetinaNet-PoolFormer-S12 on it in minutes.',
-        'mmseg': 'ADE20K is expected as data/ade/ADEChallengeData2016/{images,annotations}/{training,validation} '
-                 '(see README.md, "Data").',
+        'mmdet': 'COCO 2017 is expected as data/coco/{annotations,train2017,val2017}. To try the whole pipeline '
+                 'without COCO, run `python tools/demo.py`: it generates a small COCO-format data set and trains '
+                 'RetinaNet-PoolFormer-S12 on it in minutes.',
+        'mmseg': 'ADE20K is expected as data/ade/ADEChallengeData2016/{images,annotations}/{training,validation}.',
         'mmpretrain': 'ImageNet-1K is expected as data/imagenet/{train,val} class folders or with meta/train.txt, '
-                      'meta/val.txt (see README.md, "Data").',
-    }.get(scope, 'See README.md, "Data".')
+                      'meta/val.txt.',
+    }.get(scope, '')
     listed = '\n  '.join(missing)
     raise MissingFileError(f'the data set of this config is not where it expects it; missing:\n  {listed}\n'
-                           f'{hint}\nOr point the config elsewhere: --cfg-options '
-                           f'train_dataloader.dataset.data_root=... (and val/test likewise).')
+                           f'{hint}\nData elsewhere: the overrides of every loader and evaluator are in '
+                           'docs/en/user_guides/data.md, "Data outside data/".')
 
 
 def set_slurm_rendezvous() -> None:
