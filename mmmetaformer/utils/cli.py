@@ -14,6 +14,7 @@ from mmengine.config import Config, ConfigDict
 
 from ..errors import InvalidSettingError, MissingFileError, UserError
 from .configs import leaf_datasets
+from .distributed import finish_distributed
 
 
 def missing_data(cfg: Config, splits: List[str]) -> List[str]:
@@ -154,16 +155,6 @@ def enable_tta(cfg: Config) -> None:
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
-
-
-def finish_distributed() -> None:
-    """End a distributed run cleanly: wait for every rank, then tear the process group down. A gloo group left to
-    the interpreter's final destructors while another rank is already gone can abort the process ("terminate
-    called without an active exception") after the run has finished."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 @contextmanager
