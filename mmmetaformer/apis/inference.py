@@ -61,7 +61,7 @@ def build_inferencer(config: Union[str, Config], checkpoint: Optional[str], devi
     """The library inferencer of ``config`` (``DetInferencer``, ``MMSegInferencer`` or
     ``ImageClassificationInferencer``) with the weights of ``checkpoint`` (a file or URL), on ``device``.
 
-    The checkpoint must hold exactly the model's tensors (:func:`~mmmetaformer.checkpoint.check_model_checkpoint`):
+    The checkpoint must hold exactly the model's tensors (:func:`~mmmetaformer.models.utils.check_model_checkpoint`):
     the inferencers would otherwise run a partly random model after a warning. A classifier may also come as an
     official, timm or mmpretrain file: it is converted on loading. Without a checkpoint the model keeps its fresh
     initialisation (``init_weights`` is not called).

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import mmmetaformer as mmf
-from mmmetaformer.checkpoint import to_canonical
+from mmmetaformer.models.utils import to_canonical
 from mmmetaformer.registry import MODELS
 from official_keys import empty_state_dict, official_checkpoints
 

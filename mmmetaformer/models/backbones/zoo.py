@@ -18,7 +18,7 @@ FAMILIES = {cls.__name__.lower(): cls for cls in (PoolFormer, PoolFormerV2, Iden
 
 def identify_arch(canonical: StateDict) -> List[Tuple[str, str]]:
     """Every (family, arch) of the zoo whose backbone has exactly the tensor names and shapes of the
-    ``backbone.*`` part of a canonical state dict (see :func:`mmmetaformer.checkpoint.to_canonical`).
+    ``backbone.*`` part of a canonical state dict (see :func:`mmmetaformer.models.utils.to_canonical`).
 
     Parameter-free mixers make families indistinguishable by their tensors: PoolFormerV2 and IdentityFormer of
     the same size both match.
