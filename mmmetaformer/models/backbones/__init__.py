@@ -5,7 +5,7 @@ from .metaformer import MetaFormer
 from .poolformer import PoolFormer
 from .poolformerv2 import PoolFormerV2
 from .randformer import RandFormer
-from .zoo import FAMILIES, identify_arch
+from .families import FAMILIES, identify_arch
 
 __all__ = ['FAMILIES', 'CAFormer', 'ConvFormer', 'IdentityFormer', 'MetaFormer', 'PoolFormer', 'PoolFormerV2',
            'RandFormer', 'identify_arch']
