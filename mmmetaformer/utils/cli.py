@@ -118,11 +118,18 @@ def set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-def add_shared_options(parser: argparse.ArgumentParser) -> None:
-    """The options of every tool that :func:`load_config` applies, besides ``config`` and ``--work-dir``."""
+def add_cfg_options(parser: argparse.ArgumentParser) -> None:
+    """``--cfg-options KEY=VALUE ...``: settings merged into the config (mmengine's ``DictAction``), in every tool
+    that loads a config."""
     from mmengine.config import DictAction
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. model.backbone.init_cfg.checkpoint=/path.pth')
+                        help='override config settings, e.g. model.backbone.init_cfg.checkpoint=/path.pth or '
+                        'test_dataloader.dataset.pipeline.1.scale=(640,640)')
+
+
+def add_shared_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every tool that :func:`load_config` applies, besides ``config`` and ``--work-dir``."""
+    add_cfg_options(parser)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int)
     parser.add_argument('--compile', action='store_true',
