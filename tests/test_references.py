@@ -204,9 +204,9 @@ def test_import_paths_resolve():
 
 @pytest.mark.parametrize('dotted, expected', [
     ('mmmetaformer.models.backbones.FAMILIES', True), ('mmmetaformer.CAFormer', True),
-    ('mmmetaformer.PoolFormer.arch_zoo', True), ('mmmetaformer.errors.UserError', True),
+    ('mmmetaformer.PoolFormer.arch_settings', True), ('mmmetaformer.errors.UserError', True),
     ('mmmetaformer.engine.hooks.checkpoint_to_continue', True), ('mmmetaformer.engine.nothing_here', False),
-    ('mmmetaformer.no_module', False), ('mmmetaformer.models.backbones.zoo.stage_tables', False)])
+    ('mmmetaformer.no_module', False), ('mmmetaformer.models.backbones.families.stage_tables', False)])
 def test_the_resolver_itself(dotted, expected):
     assert resolves(dotted) is expected
 

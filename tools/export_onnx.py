@@ -19,7 +19,7 @@ import argparse
 import os.path as osp
 import sys
 
-from mmengine.config import DictAction
+from mmmetaformer.utils.cli import add_cfg_options
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,7 +34,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--dynamic', action='store_true',
                         help='dynamic H and W (and N where the model allows); refused for RandFormer')
     parser.add_argument('--opset', type=int, default=None, help='ONNX opset version (default 17)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+    add_cfg_options(parser)
     parser.add_argument('--verify', action='store_true',
                         help='run the file in onnxruntime and the PyTorch model on the same input, print the '
                         'largest differences, exit 1 beyond tolerance')

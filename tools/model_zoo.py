@@ -7,7 +7,8 @@ the generated pages of the docs (docs/en/model_zoo.md from the metafiles, docs/e
 import argparse
 import sys
 
-from mmmetaformer.utils.model_index import check_model_index, update_readmes
+from mmmetaformer.models.backbones.families import stage_table_page
+from mmmetaformer.utils.model_index import STAGE_PAGE, check_model_index, update_readmes
 
 
 def main() -> None:
@@ -15,7 +16,7 @@ def main() -> None:
     parser.add_argument('--check', action='store_true', help='only check; exit 1 when something is out of date')
     args = parser.parse_args()
     problems = check_model_index()
-    outdated = update_readmes(check=args.check)
+    outdated = update_readmes(check=args.check, pages={STAGE_PAGE: stage_table_page()})
     for problem in problems:
         print(f'model index: {problem}')
     for readme in outdated:

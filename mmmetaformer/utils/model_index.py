@@ -129,11 +129,13 @@ def render_zoo_page(root: Optional[Path] = None) -> str:
     return '\n'.join(parts) + '\n'
 
 
-def update_readmes(root: Optional[Path] = None, check: bool = False) -> List[str]:
+def update_readmes(root: Optional[Path] = None, check: bool = False,
+                   pages: Optional[Dict[str, str]] = None) -> List[str]:
     """Write the table of every imported metafile into the README beside it, between ``TABLE_BEGIN`` and
     ``TABLE_END``, and, where the checkout has the docs, their generated pages: the model zoo
-    (:func:`render_zoo_page`) and the stage widths (:func:`~mmmetaformer.models.backbones.zoo.stage_table_page`);
-    with ``check``, change nothing and return the files that differ from what they are generated from."""
+    (:func:`render_zoo_page`) and ``pages`` (file name under the docs -> text; ``tools/model_zoo.py`` gives the stage
+    widths, :func:`~mmmetaformer.models.backbones.families.stage_table_page`, which this level cannot build); with
+    ``check``, change nothing and return the files that differ from what they are generated from."""
     root = root or package_root()
     outdated = []
     for path, metafile in metafiles(root).items():
@@ -151,8 +153,7 @@ def update_readmes(root: Optional[Path] = None, check: bool = False) -> List[str
             if not check:
                 readme.write_text(updated)
     if (root / DOCS).is_dir():
-        from ..models.backbones.zoo import stage_table_page
-        for name, text in ((ZOO_PAGE, render_zoo_page(root)), (STAGE_PAGE, stage_table_page())):
+        for name, text in {ZOO_PAGE: render_zoo_page(root), **(pages or {})}.items():
             page = root / DOCS / name
             if not page.is_file() or page.read_text() != text:
                 outdated.append((DOCS / name).as_posix())

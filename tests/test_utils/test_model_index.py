@@ -42,8 +42,14 @@ def test_metafiles_load_through_modelindex():
     assert caformer.weights == 'https://huggingface.co/sail/dl/resolve/main/caformer/caformer_s18.pth'
 
 
+def stage_pages() -> dict:
+    """The generated page that tools/model_zoo.py gives update_readmes from the backbones."""
+    from mmmetaformer.models.backbones.families import stage_table_page
+    return {model_index.STAGE_PAGE: stage_table_page()}
+
+
 def test_readme_tables_and_generated_pages_are_the_metafiles():
-    assert model_index.update_readmes(Path(ROOT), check=True) == []
+    assert model_index.update_readmes(Path(ROOT), check=True, pages=stage_pages()) == []
 
 
 def test_the_generated_pages_follow_their_sources(tmp_path):
@@ -56,9 +62,9 @@ def test_the_generated_pages_follow_their_sources(tmp_path):
     metafile.write_text(metafile.read_text().replace('fpn_poolformer_s12_40k_ade20k.py', 'fpn_renamed.py', 1))
     (tmp_path / 'docs/en/stage_widths.md').write_text('stale\n')
     expected = ['configs/mmseg/README.md', 'docs/en/model_zoo.md', 'docs/en/stage_widths.md']
-    assert model_index.update_readmes(tmp_path, check=True) == expected
-    assert model_index.update_readmes(tmp_path) == expected
-    assert model_index.update_readmes(tmp_path, check=True) == []
+    assert model_index.update_readmes(tmp_path, check=True, pages=stage_pages()) == expected
+    assert model_index.update_readmes(tmp_path, pages=stage_pages()) == expected
+    assert model_index.update_readmes(tmp_path, check=True, pages=stage_pages()) == []
     page = (tmp_path / 'docs/en/model_zoo.md').read_text()
     assert '`configs/mmseg/fpn_renamed.py`' in page and '## ADE20K semantic segmentation' in page
     assert '](user_guides/inference.md#models-by-name-mmpretrain)' in page
@@ -66,12 +72,12 @@ def test_the_generated_pages_follow_their_sources(tmp_path):
 
 
 def test_stage_widths_are_the_arch_tables():
-    from mmmetaformer.models.backbones.arch_tables import CONV_DIMS, S_DIMS
-    from mmmetaformer.models.backbones.zoo import FAMILIES, stage_table
+    from mmmetaformer.models.backbones.arch_tables import CONVFORMER_DIMS, POOLFORMER_DIMS
+    from mmmetaformer.models.backbones.families import FAMILIES, stage_table
     rows = {(family, arch): (dims, strides) for family, arch, _, dims, strides in stage_table()}
-    assert len(rows) == 28 == sum(len(family.arch_zoo) for family in FAMILIES.values())
+    assert len(rows) == 28 == sum(len(family.arch_settings) for family in FAMILIES.values())
     for (family, arch), (dims, strides) in rows.items():
-        assert dims == (CONV_DIMS if family in ('ConvFormer', 'CAFormer') else S_DIMS)[arch]
+        assert dims == (CONVFORMER_DIMS if family in ('ConvFormer', 'CAFormer') else POOLFORMER_DIMS)[arch]
         assert strides == (4, 8, 16, 32)
     assert '| CAFormer | s18 | `type=\'mmmetaformer.CAFormer\', arch=\'s18\'` | 3, 3, 9, 3 | `[64, 128, 320, 512]` | ' \
         '4, 8, 16, 32 |' in Path(ROOT, 'docs/en/stage_widths.md').read_text()

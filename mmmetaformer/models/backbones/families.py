@@ -1,4 +1,4 @@
-"""The published model zoo: the six families by name, and which of their sizes a checkpoint's backbone is."""
+"""The six published families by name, and which of their published sizes a checkpoint's backbone is."""
 from functools import lru_cache
 from typing import List, Tuple
 
@@ -18,8 +18,8 @@ FAMILIES = {cls.__name__.lower(): cls for cls in (PoolFormer, PoolFormerV2, Iden
 
 
 def identify_arch(canonical: StateDict) -> List[Tuple[str, str]]:
-    """Every (family, arch) of the zoo whose backbone has exactly the tensor names and shapes of the
-    ``backbone.*`` part of a canonical state dict (see :func:`mmmetaformer.checkpoint.to_canonical`).
+    """Every published (family, arch) whose backbone has exactly the tensor names and shapes of the
+    ``backbone.*`` part of a canonical state dict (see :func:`mmmetaformer.models.utils.to_canonical`).
 
     Parameter-free mixers make families indistinguishable by their tensors: PoolFormerV2 and IdentityFormer of
     the same size both match.
@@ -28,7 +28,7 @@ def identify_arch(canonical: StateDict) -> List[Tuple[str, str]]:
              if k.startswith(BACKBONE) and not k.startswith(BACKBONE + 'out_norms.')}
     matches = []
     for family in FAMILIES.values():
-        for arch in family.arch_zoo:
+        for arch in family.arch_settings:
             with torch.device('meta'):
                 model = family(arch=arch, norm_outputs=False)
             if {k: tuple(v.shape) for k, v in model.state_dict().items()} == found:
@@ -43,7 +43,7 @@ def stage_table() -> Tuple[Tuple[str, str, Tuple[int, ...], Tuple[int, ...], Tup
     ``out_indices=(0, 1, 2, 3)``), the strides those of the four NCHW outputs against the input."""
     rows = []
     for family in FAMILIES.values():
-        for arch in family.arch_zoo:
+        for arch in family.arch_settings:
             with torch.device('meta'):
                 model = family(arch=arch, norm_outputs=False)
             stride, strides = model.stem.conv.stride[0], []
