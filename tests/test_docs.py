@@ -53,7 +53,7 @@ RUN_BY: Dict[str, str] = {
     'mim train onedl-mmdetection CONFIG': 'tests/test_mim.py::test_mim_train_runs_a_config_through_mmdets_tool',
     # docs/en/useful_tools.md
     'python tools/benchmark.py --modes train --device cpu':
-        'tests/test_utils/test_benchmark.py::test_tool_prints_a_row',
+        'tests/test_apis/test_benchmark.py::test_tool_prints_a_row',
     'python tools/vis_featmap.py IMAGE configs/mmseg/fpn_caformer_s18_40k_ade20k.py --save-path featmaps.png':
         'tests/test_visualization/test_activation_maps.py::test_feature_maps_of_a_segmentor_through_the_tool',
     'python tools/vis_cam.py IMAGE configs/mmpretrain/caformer_s18_in1k.py CHECKPOINT --save-path cam.png '
