@@ -11,7 +11,7 @@ import zipfile
 from typing import Optional
 
 import torch
-from mmengine.dist import all_gather_object, get_rank, master_only
+from mmengine.dist import all_gather_object, get_rank, is_main_process
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
 
@@ -172,15 +172,25 @@ class CrashSafeRunner(Runner):
         self._maybe_compile('test_step')
         return super().test()
 
-    @master_only
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
-        """mmengine's save, written under a name of this process (``<name>.<host>.<pid>.partial``) and renamed
-        once complete; a full disk removes the partial file and raises
-        :class:`~mmmetaformer.errors.DiskFullError`."""
+        """mmengine's save on the first process, written under a name of that process
+        (``<name>.<host>.<pid>.partial``) and renamed once complete. A full disk removes the partial file and raises
+        :class:`~mmmetaformer.errors.DiskFullError` on every process (mmengine calls this on every process)."""
+        message = None
+        if is_main_process():
+            try:
+                self._save_checkpoint_whole(out_dir, filename, *args, **kwargs)
+            except DiskFullError as error:
+                message = str(error)
+        message = next((found for found in all_gather_object(message) if found), None)
+        if message is not None:
+            raise DiskFullError(message)
+
+    def _save_checkpoint_whole(self, out_dir: str, filename: str, *args, **kwargs) -> None:
         if '://' in out_dir:  # remote storage: no rename there
             return super().save_checkpoint(out_dir, filename, *args, **kwargs)
         target = osp.join(out_dir, filename)
-        partial = f'{filename}.{socket.gethostname()}.{os.getpid()}.partial'
+        partial = osp.join(out_dir, f'{filename}.{socket.gethostname()}.{os.getpid()}.partial')
         needed = checkpoint_size_estimate(self)
         os.makedirs(out_dir, exist_ok=True)
         free = shutil.disk_usage(out_dir).free
@@ -189,11 +199,11 @@ class CrashSafeRunner(Runner):
                                 f'are free on the disk of {out_dir}. Free some space (older checkpoints, '
                                 f'default_hooks.checkpoint.max_keep_ckpts) before the run stops on it.')
         try:
-            super().save_checkpoint(out_dir, partial, *args, **kwargs)
+            super().save_checkpoint(out_dir, osp.basename(partial), *args, **kwargs)
         except OSError as error:
-            written = osp.getsize(osp.join(out_dir, partial)) if osp.exists(osp.join(out_dir, partial)) else 0
-            if osp.exists(osp.join(out_dir, partial)):
-                os.remove(osp.join(out_dir, partial))
+            written = osp.getsize(partial) if osp.exists(partial) else 0
+            if osp.exists(partial):
+                os.remove(partial)
             if error.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
             last = latest_complete_checkpoint(self.work_dir)
@@ -203,7 +213,7 @@ class CrashSafeRunner(Runner):
                 f'{shutil.disk_usage(out_dir).free} bytes are free on the disk of {out_dir} (the partial file is '
                 f'removed). Training stopped; {kept}. Free space and run the same command again to continue.'
             ) from error
-        os.replace(osp.join(out_dir, partial), target)
+        os.replace(partial, target)
 
     def load_or_resume(self) -> None:
         if self._resume and self._load_from is None and not self._has_loaded:

@@ -76,7 +76,7 @@ def test_train_refuses_bad_checkpoints_to_resume_from_or_start_from(classifier, 
     assert f'load_from={classifier["other_arch"]} is a checkpoint of another architecture' in \
         train(f'load_from={classifier["other_arch"]}')
     assert f'{classifier["text"]} is not a torch checkpoint but a text file' in \
-        train(f'model.backbone.init_cfg.type=Pretrained', f'model.backbone.init_cfg.checkpoint={classifier["text"]}')
+        train('model.backbone.init_cfg.type=Pretrained', f'model.backbone.init_cfg.checkpoint={classifier["text"]}')
     assert not [name for name in os.listdir(work) if name.endswith('.pth')]
 
 

@@ -64,8 +64,9 @@ def data_checks_settings(cfg) -> Dict:
     if settings['images'] in (True, False):
         settings['images'] = 'auto' if settings['images'] else 'off'
     if settings['images'] not in IMAGE_CHECKS:
-        raise InvalidSettingError(f'data_checks.images={settings["images"]!r}{closest(settings["images"], IMAGE_CHECKS)}'
-                                  f' must be one of {", ".join(IMAGE_CHECKS)}')
+        images = settings['images']
+        raise InvalidSettingError(f'data_checks.images={images!r}{closest(images, IMAGE_CHECKS)} must be one of '
+                                  f'{", ".join(IMAGE_CHECKS)}')
     return settings
 
 

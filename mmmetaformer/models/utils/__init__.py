@@ -20,6 +20,7 @@ from .weight_loading import (
 )
 
 __all__ = ['BACKBONE', 'HEAD', 'NAMED_WEIGHTS', 'OFFICIAL_ARCHS', 'PretrainedFromAnyLayout', 'StateDict',
-           'check_model_checkpoint', 'check_model_weights', 'check_start_weights', 'describe_unreadable_checkpoint', 'detect_layout', 'known_layout',
-           'load_checkpoint_file', 'load_pretrained', 'official_weights_url', 'read_checkpoint', 'select_compatible',
-           'tensor_mismatches', 'to_canonical', 'training_state_problem', 'unwrap']
+           'check_model_checkpoint', 'check_model_weights', 'check_start_weights', 'describe_unreadable_checkpoint',
+           'detect_layout', 'known_layout', 'load_checkpoint_file', 'load_pretrained', 'official_weights_url',
+           'read_checkpoint', 'select_compatible', 'tensor_mismatches', 'to_canonical', 'training_state_problem',
+           'unwrap']
