@@ -75,7 +75,7 @@ def main() -> None:
     if args.tta:
         with exit_on_user_error():
             enable_tta(cfg)
-    run_checked(build_runner(cfg).test)  # the runner refuses an unreadable checkpoint or one of another model
+    run_checked(lambda: build_runner(cfg).test())  # the runner refuses a bad checkpoint too
     finish_distributed()
 
 

@@ -18,23 +18,42 @@ from e2e import DET_TINY, save_random_checkpoint, write_config
 pytest.importorskip('mmdet')
 pytest.importorskip('mmpretrain')
 
-NAMES = (f'bad{index}' for index in itertools.count())  # mmengine keys loggers and scopes by experiment name
+NAMES = (f'bad{index}' for index in itertools.count())
 
 
-def tool_error(monkeypatch, capfd, tool: str, *args: str) -> str:
-    """Run ``tools/<tool>`` with ``args`` in this process; return its ``error:`` line after checking that the tool
-    exited with it and printed no traceback or list of checkpoint keys before it."""
+def fresh_names() -> tuple:
+    """``--cfg-options`` naming a run's logger and visualizer anew: mmengine keeps one instance per name in the
+    process, with the work dir of the run that made it."""
+    name = next(NAMES)
+    return '--cfg-options', f'experiment_name={name}', f'visualizer.name={name}'
+
+
+def tool_error(monkeypatch, capfd, tool: str, *args: str, one_line: bool = True) -> str:
+    """Run ``tools/<tool>`` with ``args`` in this process; return its ``error:`` message after checking that the
+    tool exited with it and printed no traceback or list of checkpoint keys before it. ``one_line=False``: the
+    start-up checks list each problem found on a line of its own."""
+    from mmengine.logging import MMLogger
     monkeypatch.setattr(sys, 'argv', [tool, *args])
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit) as exited:
         runpy.run_path(osp.join(ROOT, 'tools', tool), run_name='__main__')
+    MMLogger._instance_dict.clear()  # their handlers write to this test's captured output, closed after it
     message = str(exited.value.code)
     printed = capfd.readouterr()
     output = printed.out + printed.err
-    assert message.startswith('error: ') and '\n' not in message, message
+    assert message.startswith('error: ') and (not one_line or '\n' not in message), message
     for noise in ('Traceback', 'unexpected key', 'missing keys'):
         assert noise not in output, output[-3000:]
     return message
+
+
+def classifier_config(path, imagenet: str, backbone_init) -> str:
+    return write_config(path, 'mmpretrain/poolformer_s12_in1k.py', f"""
+model = dict(backbone=dict(init_cfg={backbone_init!r}), head=dict(num_classes=3))
+train_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False, dataset=dict(data_root='{imagenet}'))
+val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root='{imagenet}'))
+test_dataloader = val_dataloader
+""")
 
 
 @pytest.fixture(scope='module')
@@ -45,12 +64,7 @@ def classifier(module_tmp_factory):
     from mmmetaformer.testing import make_imagenet_folders
     folder = module_tmp_factory.mktemp('classifier')
     imagenet = make_imagenet_folders(str(folder / 'imagenet'), splits=(('train', 1), ('val', 1)))
-    config = write_config(folder / 'cls.py', 'mmpretrain/poolformer_s12_in1k.py', f"""
-model = dict(backbone=dict(init_cfg=None), head=dict(num_classes=3))
-train_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False, dataset=dict(data_root='{imagenet}'))
-val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root='{imagenet}'))
-test_dataloader = val_dataloader
-""")
+    config = classifier_config(folder / 'cls.py', imagenet, None)
     files = dict(weights=save_random_checkpoint(config, str(folder / 'weights.pth')))
     whole = open(files['weights'], 'rb').read()
     for name, content in (('cut', whole[:len(whole) // 3]), ('text', b'lr = 0.1\n'), ('noise', bytes(range(256)))):
@@ -59,24 +73,24 @@ test_dataloader = val_dataloader
     files['other_arch'] = str(folder / 'other_arch.pth')
     torch.save(dict(state_dict={'backbone.stem.conv.weight': torch.zeros(8, 3, 7, 7)}), files['other_arch'])
     image = osp.join(imagenet, 'val', 'n01440764', os.listdir(osp.join(imagenet, 'val', 'n01440764'))[0])
-    return dict(config=config, image=image, work=str(folder / 'work'), **files)
+    return dict(config=config, image=image, work=str(folder / 'work'), imagenet=imagenet, **files)
 
 
 @pytest.mark.e2e
-def test_train_refuses_bad_checkpoints_to_resume_from_or_start_from(classifier, monkeypatch, capfd):
+def test_train_refuses_bad_checkpoints_to_resume_from_or_start_from(classifier, tmp_path, monkeypatch, capfd):
     config, work = classifier['config'], classifier['work']
 
-    def train(*args):
-        return tool_error(monkeypatch, capfd, 'train.py', config, '--work-dir', work, '--cfg-options',
-                          f'experiment_name={next(NAMES)}', *args)
+    def train(*args, config=config):
+        return tool_error(monkeypatch, capfd, 'train.py', config, '--work-dir', work, *fresh_names(), *args)
 
     assert f'{classifier["cut"]} is a truncated zip archive' in train('--resume', classifier['cut'])
     assert f'{classifier["weights"]} holds weights without the training state needed to resume' in \
         train('--resume', classifier['weights'])
     assert f'load_from={classifier["other_arch"]} is a checkpoint of another architecture' in \
         train(f'load_from={classifier["other_arch"]}')
-    assert f'{classifier["text"]} is not a torch checkpoint but a text file' in \
-        train('model.backbone.init_cfg.type=Pretrained', f'model.backbone.init_cfg.checkpoint={classifier["text"]}')
+    pretrained = classifier_config(tmp_path / 'pretrained.py', classifier['imagenet'],
+                                   dict(type='Pretrained', checkpoint=classifier['text']))
+    assert f'{classifier["text"]} is not a torch checkpoint but a text file' in train(config=pretrained)
     assert not [name for name in os.listdir(work) if name.endswith('.pth')]
 
 
@@ -108,9 +122,10 @@ def shapes(module_tmp_factory):
     return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', 4), ('val', 2)))
 
 
-def detector_config(tmp_path, root: str, extra: str = '') -> str:
+def detector_config(tmp_path, root: str, classes=('square', 'circle', 'triangle')) -> str:
     body = DET_TINY.format(root=root, model_extra=', bbox_head=dict(num_classes=3)', mask=False, epochs=1)
-    return write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py', body + extra)
+    body = body.replace("classes=('square', 'circle', 'triangle')", f'classes={tuple(classes)!r}')
+    return write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py', body)
 
 
 @pytest.mark.e2e
@@ -122,11 +137,9 @@ def test_a_typo_in_a_class_name_and_unknown_category_ids_stop_training(shapes, t
     for annotation, category in zip(content['annotations'], (7, 99, 99)):
         annotation['category_id'] = category
     json.dump(content, open(ann_file, 'w'))
-    config = detector_config(tmp_path, root, "metainfo = dict(classes=('square', 'circle', 'triangel'))\n"
-                             "train_dataloader = dict(dataset=dict(metainfo=metainfo))\n"
-                             "val_dataloader = dict(dataset=dict(metainfo=metainfo))\n")
+    config = detector_config(tmp_path, root, ('square', 'circle', 'triangel'))
     message = tool_error(monkeypatch, capfd, 'train.py', config, '--work-dir', str(tmp_path / 'work'),
-                         '--cfg-options', f'experiment_name={next(NAMES)}')
+                         *fresh_names(), one_line=False)
     assert ("train_dataloader.dataset: the classes 'triangel' (did you mean 'triangle'?) are no category of "
             f"{ann_file} (its categories: square, circle, triangle)") in message
     triangles = sum(annotation['category_id'] == 3 for annotation in content['annotations'])
@@ -196,7 +209,7 @@ def test_missing_and_corrupt_images_are_all_reported_before_training(shapes, tmp
     open(corrupt, 'wb').write(data[:len(data) // 2])
     config = detector_config(tmp_path, root)
     message = tool_error(monkeypatch, capfd, 'train.py', config, '--work-dir', str(tmp_path / 'work'),
-                         '--cfg-options', f'experiment_name={next(NAMES)}')
+                         *fresh_names(), one_line=False)
     assert f'2 of the 4 samples of the training data set have bad files: {missing} (missing); {corrupt} (cannot ' \
            f'be decoded' in message
     assert 'data_checks=dict(skip_bad_images=True)' in message
@@ -223,10 +236,10 @@ def test_missing_and_corrupt_images_are_all_reported_before_training(shapes, tmp
 def test_invalid_backbone_settings_are_one_line_errors(classifier, monkeypatch, capfd):
     import mmmetaformer as mmf
     from mmmetaformer.errors import InvalidSettingError
-    with pytest.raises(InvalidSettingError, match="PoolFormer has no arch 's13' \\(did you mean 's12'\\?\\)"):
-        mmf.PoolFormer('s13')
+    with pytest.raises(InvalidSettingError, match="PoolFormer has no arch 's120' \\(did you mean 's12'\\?\\)"):
+        mmf.PoolFormer('s120')
     with pytest.raises(InvalidSettingError, match='out_indices must be a non-empty subset of stages 0-3, got \\(4,\\)'):
         mmf.PoolFormer('s12', out_indices=(4, ))
     message = tool_error(monkeypatch, capfd, 'train.py', classifier['config'], '--work-dir', classifier['work'],
-                         '--cfg-options', f'experiment_name={next(NAMES)}', 'model.backbone.arch=s13')
-    assert "PoolFormer has no arch 's13' (did you mean 's12'?)" in message
+                         *fresh_names(), 'model.backbone.arch=s120')
+    assert "PoolFormer has no arch 's120' (did you mean 's12'?)" in message

@@ -265,7 +265,12 @@ def library_class_problem(dataset_cfg, split: str) -> Optional[str]:
     would fail when the data set is built. Checked on the config, before that."""
     from mmengine.registry import DATASETS
     classes = (dataset_cfg.get('metainfo') or {}).get('classes') if isinstance(dataset_cfg, dict) else None
-    dataset_type = DATASETS.get(dataset_cfg.get('type')) if classes else None
+    if not classes:
+        return None
+    dataset_type = dataset_cfg.get('type')
+    if isinstance(dataset_type, str):
+        with DATASETS.switch_scope_and_registry(None) as registry:  # the registry of the current scope
+            dataset_type = registry.get(dataset_type)
     known = list((getattr(dataset_type, 'METAINFO', None) or {}).get('classes') or ())
     if not known or not dataset_type.__module__.startswith('mmseg'):
         return None
