@@ -243,3 +243,28 @@ def test_invalid_backbone_settings_are_one_line_errors(classifier, monkeypatch, 
     message = tool_error(monkeypatch, capfd, 'train.py', classifier['config'], '--work-dir', classifier['work'],
                          *fresh_names(), 'model.backbone.arch=s120')
     assert "PoolFormer has no arch 's120' (did you mean 's12'?)" in message
+
+
+@pytest.mark.e2e
+def test_segmentation_maps_with_labels_beyond_the_classes_stop(tmp_path):
+    import numpy as np
+    from mmengine.registry import init_default_scope
+    from mmseg.datasets import ADE20KDataset
+    from PIL import Image
+
+    from mmmetaformer.engine.hooks.startup_checks import StartupCheckError
+    from mmmetaformer.engine.image_checks import check_images
+    from mmmetaformer.testing import make_ade20k_like
+    root = make_ade20k_like(str(tmp_path / 'ade'), splits=(('training', 2), ), size=(32, 32))
+    label_map = osp.join(root, 'annotations', 'training', 'ADE_training_00000001.png')
+    labels = np.array(Image.open(label_map))
+    labels[:4, :4], labels[4:8, :4] = 200, 255  # 200: no class; 255: ignored
+    Image.fromarray(labels).save(label_map)
+    init_default_scope('mmseg')
+    dataset = ADE20KDataset(data_root=root, data_prefix=dict(img_path='images/training',
+                                                             seg_map_path='annotations/training'), pipeline=[])
+    with pytest.raises(StartupCheckError) as error:
+        check_images(dataset, 'train', dict(images='all', skip_bad_images=False), print)
+    assert str(error.value).startswith(
+        f"1 of the 2 samples of the training data set have bad files: {label_map} (label values 200 beyond the data "
+        "set's 150 classes (1-150, 0 unlabelled, 255 ignored))")
