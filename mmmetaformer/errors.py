@@ -3,7 +3,7 @@ checkpoint of another model.
 
 Every such problem raised by mmmetaformer is a :class:`UserError`; the tools print its message in one line and exit,
 while any other exception (a bug, running out of memory) keeps its traceback. Each subclass also derives from the
-built-in type that callers would expect (``ValueError``, ``FileNotFoundError``, ``RuntimeError``).
+built-in type that callers would expect (``ValueError``, ``FileNotFoundError``, ``RuntimeError``, ``OSError``).
 """
 
 
@@ -22,3 +22,12 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class FileAccessError(UserError, RuntimeError):
     """A file or URL that cannot be read, downloaded or written (not a checkpoint, no network, no permission)."""
+
+
+class WorkDirInUseError(UserError, RuntimeError):
+    """Another training run holds the lock of the work dir (two runs would mix their checkpoints and logs)."""
+
+
+class DiskFullError(UserError, OSError):
+    """A file could not be written because its disk is full; the message names the file, the bytes it needed and
+    the bytes free."""

@@ -5,7 +5,6 @@ import sys
 
 from mmengine.config import Config, ConfigDict
 
-from mmmetaformer.models.utils import check_model_checkpoint
 from mmmetaformer.utils.cli import (
     add_shared_options,
     build_runner,
@@ -76,10 +75,7 @@ def main() -> None:
     if args.tta:
         with exit_on_user_error():
             enable_tta(cfg)
-    runner = build_runner(cfg)
-    with exit_on_user_error():  # unreadable, or not a checkpoint of this model
-        check_model_checkpoint(args.checkpoint, runner.model)
-    run_checked(runner.test)
+    run_checked(lambda: build_runner(cfg).test())  # the runner refuses a bad checkpoint too
     finish_distributed()
 
 

@@ -42,7 +42,7 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, args.resume
     with exit_on_user_error():
         require_data(cfg, ['train', 'val'])
-    run_checked(build_runner(cfg).train)
+    run_checked(lambda: build_runner(cfg).train())  # a model setting refused at build is a user error too
     finish_distributed()
 
 

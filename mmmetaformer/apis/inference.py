@@ -21,7 +21,7 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 
 from ..errors import InvalidSettingError, MissingFileError
-from ..models.utils import check_model_checkpoint, known_layout, read_checkpoint
+from ..models.utils import check_model_weights, known_layout, read_checkpoint
 from ..utils.cli import add_cfg_options
 from ..utils.configs import library_of
 
@@ -60,7 +60,7 @@ def build_inferencer(config: Union[str, Config], checkpoint: Optional[str], devi
     """The library inferencer of ``config`` (``DetInferencer``, ``MMSegInferencer`` or
     ``ImageClassificationInferencer``) with the weights of ``checkpoint`` (a file or URL), on ``device``.
 
-    The checkpoint must hold exactly the model's tensors (:func:`~mmmetaformer.models.utils.check_model_checkpoint`):
+    The checkpoint must hold exactly the model's tensors (:func:`~mmmetaformer.models.utils.check_model_weights`):
     the inferencers would otherwise run a partly random model after a warning. A classifier may also come as an
     official, timm or mmpretrain file: it is converted on loading. Without a checkpoint the model keeps its fresh
     initialisation (``init_weights`` is not called).
@@ -70,10 +70,13 @@ def build_inferencer(config: Union[str, Config], checkpoint: Optional[str], devi
         raise MissingFileError(f'checkpoint {checkpoint} does not exist')
     device = device or default_device()
     scope = cfg.default_scope
-    convert = scope == 'mmpretrain' and checkpoint is not None and \
-        known_layout(read_checkpoint(checkpoint)) not in (None, 'mmmetaformer')
-    weights = None if convert else checkpoint  # the inferencer loads mm checkpoints itself, with their class names
     init_default_scope(scope)  # mmpretrain's inferencer builds its pipeline in whatever scope is current
+    state_dict, convert = None, False
+    if checkpoint is not None:  # checked before the inferencer loads it, which lists mismatched keys at length
+        state_dict = read_checkpoint(checkpoint)
+        convert = scope == 'mmpretrain' and known_layout(state_dict) not in (None, 'mmmetaformer')
+        state_dict = check_model_weights(state_dict, model_on_meta_device(cfg), checkpoint, convert)
+    weights = None if convert else checkpoint  # the inferencer loads mm checkpoints itself, with their class names
     if scope == 'mmdet':
         from mmdet.apis import DetInferencer
         inferencer = DetInferencer(cfg, weights, device=device, show_progress=False)
@@ -83,11 +86,16 @@ def build_inferencer(config: Union[str, Config], checkpoint: Optional[str], devi
     else:
         from mmpretrain.apis import ImageClassificationInferencer
         inferencer = ImageClassificationInferencer(cfg, pretrained=weights or False, device=device)
-    if checkpoint is not None:
-        state_dict = check_model_checkpoint(checkpoint, inferencer.model, convert)
-        if convert:
-            inferencer.model.load_state_dict(state_dict)
+    if convert:
+        inferencer.model.load_state_dict(state_dict)
     return inferencer
+
+
+def model_on_meta_device(cfg: Config):
+    """The model of ``cfg`` built on the meta device (shapes without memory), to check a checkpoint against."""
+    from mmengine.registry import MODELS
+    with torch.device('meta'):
+        return MODELS.build(cfg.model)
 
 
 def _is_image(path: str) -> bool:

@@ -47,7 +47,10 @@ def refused(config: str, tmp_path, method: str = 'train', **options) -> str:
     from mmmetaformer.utils.cli import build_runner
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(options)
-    cfg.update(work_dir=str(tmp_path / 'work'), launcher='none', experiment_name=next(NAMES))
+    name = next(NAMES)
+    cfg.update(work_dir=str(tmp_path / 'work'), launcher='none', experiment_name=name)
+    if cfg.get('visualizer'):  # mmengine keeps one visualizer per name, saving into the work dir of the first run
+        cfg.visualizer.name = name
     runner = build_runner(cfg)
     with pytest.raises(StartupCheckError) as error:
         getattr(runner, method)()

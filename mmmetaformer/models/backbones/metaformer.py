@@ -1,5 +1,6 @@
 """The generic MetaFormer backbone: stem, four stages of blocks, a token mixer per stage built from the registry."""
 import copy
+import difflib
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -8,6 +9,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...errors import InvalidSettingError
 from ...registry import MODELS, build_module
 from ..layers import DropPath, Mlp, Scale, build_norm, scaled_residual
 from ..utils import NAMED_WEIGHTS, PretrainedFromAnyLayout, official_weights_url
@@ -91,7 +93,8 @@ def _per_stage(value, name: str) -> list:
     """Expand a single setting to one per stage; check a per-stage list has one entry per stage."""
     if isinstance(value, (list, tuple)):
         if len(value) != NUM_STAGES:
-            raise ValueError(f'{name} needs {NUM_STAGES} entries (one per stage), got {len(value)}: {value}')
+            raise InvalidSettingError(
+                f'{name} needs {NUM_STAGES} entries (one per stage), got {len(value)}: {value}')
         return [copy.deepcopy(v) for v in value]
     return [copy.deepcopy(value) for _ in range(NUM_STAGES)]
 
@@ -150,16 +153,17 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
             self.checkpoint_location(init_cfg['checkpoint'])  # unpublished named weights fail here, not at init
         depths, dims = list(arch['depths']), list(arch['dims'])
         if len(depths) != NUM_STAGES or len(dims) != NUM_STAGES:
-            raise ValueError(f'arch needs {NUM_STAGES} depths and dims, got depths={depths}, dims={dims}')
+            raise InvalidSettingError(
+                f'arch needs {NUM_STAGES} depths and dims, got depths={depths}, dims={dims}')
         if isinstance(out_indices, int):
             out_indices = (out_indices, )
         out_indices = tuple(out_indices)
         bad = [i for i in out_indices if not isinstance(i, int) or not 0 <= i < NUM_STAGES]
         if bad or not out_indices:
-            raise ValueError(f'out_indices must be a non-empty subset of stages 0-{NUM_STAGES - 1}, '
-                             f'got {out_indices}')
+            raise InvalidSettingError(f'out_indices must be a non-empty subset of stages 0-{NUM_STAGES - 1}, '
+                                      f'got {out_indices}')
         if not -1 <= frozen_stages <= NUM_STAGES:
-            raise ValueError(f'frozen_stages must be in -1..{NUM_STAGES}, got {frozen_stages}')
+            raise InvalidSettingError(f'frozen_stages must be in -1..{NUM_STAGES}, got {frozen_stages}')
 
         self.in_channels = in_channels
         self.depths, self.dims = depths, dims
@@ -206,15 +210,17 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
             key = arch.lower()
             if key not in cls.arch_settings:
                 valid = ', '.join(sorted(cls.arch_settings)) or 'none: pass arch as a dict'
-                raise ValueError(f'{cls.__name__} has no arch {arch!r}; valid archs: {valid}')
+                close = difflib.get_close_matches(key, cls.arch_settings, n=1)
+                hint = f' (did you mean {close[0]!r}?)' if close else ''
+                raise InvalidSettingError(f'{cls.__name__} has no arch {arch!r}{hint}; valid archs: {valid}')
             return cls.arch_settings[key]
         if not isinstance(arch, dict):
-            raise TypeError(f'arch must be a name or a dict, got {type(arch).__name__}')
+            raise InvalidSettingError(f'arch must be a name or a dict, got {type(arch).__name__}')
         missing = {'depths', 'dims', 'token_mixers', 'norm_cfg'} - set(arch)
         unknown = set(arch) - set(cls.ARCH_KEYS)
         if missing or unknown:
-            raise ValueError(f'{cls.__name__} arch dict: missing keys {sorted(missing)}, unknown keys '
-                             f'{sorted(unknown)}; allowed keys: {cls.ARCH_KEYS}')
+            raise InvalidSettingError(f'{cls.__name__} arch dict: missing keys {sorted(missing)}, unknown keys '
+                                      f'{sorted(unknown)}; allowed keys: {cls.ARCH_KEYS}')
         return arch
 
     def checkpoint_location(self, checkpoint: str) -> str:
@@ -222,9 +228,10 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
         if checkpoint not in NAMED_WEIGHTS:
             return checkpoint
         if self.arch_name is None:
-            raise ValueError(f'init_cfg checkpoint={checkpoint!r} names official weights, which exist only for the '
-                             f'published archs ({type(self).__name__} was built from an arch dict): give a '
-                             f'checkpoint path or URL instead')
+            raise InvalidSettingError(
+                f'init_cfg checkpoint={checkpoint!r} names official weights, which exist only for the '
+                f'published archs ({type(self).__name__} was built from an arch dict): give a '
+                f'checkpoint path or URL instead')
         return official_weights_url(type(self).__name__.lower(), self.arch_name, checkpoint)
 
     def _init_fresh_weights(self) -> None:

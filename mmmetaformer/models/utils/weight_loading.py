@@ -65,8 +65,21 @@ def check_model_checkpoint(path: str, model: nn.Module, convert: bool = False) -
     are accepted: they change nothing it computes. A missing file raises ``FileNotFoundError``, an unreadable one
     ``RuntimeError``.
     """
+    return check_model_weights(read_checkpoint(path), model, path, convert)
+
+
+def bare_model(model: nn.Module) -> nn.Module:
+    """The model inside mmengine's wrappers (distributed, test-time augmentation)."""
     from mmengine.model import BaseTTAModel, is_model_wrapper
-    state_dict = read_checkpoint(path)
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    return model
+
+
+def check_model_weights(state_dict: StateDict, model: nn.Module, path: str, convert: bool = False) -> StateDict:
+    """The tensors of ``state_dict`` (read from ``path``) for ``model``, raising
+    :class:`~mmmetaformer.errors.InvalidSettingError` unless they are exactly the model's (see
+    :func:`check_model_checkpoint`, which reads the file first)."""
     layout = known_layout(state_dict)
     if layout not in (None, 'mmmetaformer'):
         if not convert or layout == 'sail_v1_dense':
@@ -75,15 +88,35 @@ def check_model_checkpoint(path: str, model: nn.Module, convert: bool = False) -
                 f'first with `python tools/convert_checkpoint.py {path} converted.pth` and use '
                 f'converted.pth')
         state_dict = to_canonical(state_dict)[0]
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    problems = tensor_mismatches(state_dict, model.state_dict(), may_lack=lambda key: False,
+    problems = tensor_mismatches(state_dict, bare_model(model).state_dict(), may_lack=lambda key: False,
                                  may_add=lambda key: '.out_norms.' in f'.{key}')
     if problems:
         raise InvalidSettingError(
             f'{path} does not fit the model of this config ({len(problems)} tensors differ; first: '
             f'{problems[0]}). Was it trained with another config or model size?')
     return state_dict
+
+
+def check_start_weights(state_dict: StateDict, model: nn.Module, path: str) -> None:
+    """Raise :class:`~mmmetaformer.errors.InvalidSettingError` when ``state_dict`` (read from ``path``, the
+    ``load_from`` of a new training run) is for another architecture: none of its tensors fits ``model``, or its
+    backbone tensors differ from the model's (another shape, or tensors only one side has; the output norms of
+    dense prediction excepted). Heads of another shape (another number of classes) are what fine-tuning changes:
+    mmengine skips them with a warning."""
+    expected = bare_model(model).state_dict()
+    fitting = [key for key, value in state_dict.items() if key in expected and expected[key].shape == value.shape]
+    backbone = {key: value for key, value in state_dict.items() if key.startswith(BACKBONE)}
+    wanted = {key: value for key, value in expected.items() if key.startswith(BACKBONE)}
+    mismatches = tensor_mismatches(backbone, wanted, may_lack=lambda key: '.out_norms.' in key,
+                                   may_add=lambda key: '.out_norms.' in key) if backbone else []
+    if fitting and not mismatches:
+        return
+    first = mismatches[0] if mismatches else \
+        f'none of its {len(state_dict)} tensors has the name and shape of one of the model\'s'
+    raise InvalidSettingError(
+        f'load_from={path} is a checkpoint of another architecture ({first}). Give a checkpoint of this model '
+        f'or of the same backbone; for backbone weights alone use model.backbone.init_cfg=dict(type='
+        f'\'Pretrained\', checkpoint=...), which reads every known layout.')
 
 
 def load_pretrained(module: nn.Module, checkpoint: str, part: str = BACKBONE, prefix: Optional[str] = None,

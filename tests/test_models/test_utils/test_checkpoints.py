@@ -261,7 +261,7 @@ def test_test_tool_refuses_checkpoints_that_do_not_fit_the_model(tmp_ckpt, tmp_p
     else:
         checkpoint = str(tmp_path / 'notes.pth')
         open(checkpoint, 'w').write('hello\n')
-        expected = [f'cannot read {checkpoint} as a torch checkpoint']
+        expected = [f'error: {checkpoint} is not a torch checkpoint but a text file (it starts with \'hello\')']
     result = subprocess.run([sys.executable, 'tools/test.py', config, checkpoint,
                              '--cfg-options', f'test_dataloader.dataset.data_root={imagenet}'],
                             cwd=ROOT, capture_output=True, text=True, timeout=300,

@@ -1,0 +1,149 @@
+"""Nothing lost in the work dir: one training run per work dir (engine/work_dir_lock.py), checkpoints written under
+a name of their process, a full disk that removes the partial file and says what it needed (CrashSafeRunner)."""
+import errno
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from mmmetaformer.engine.work_dir_lock import LOCK_NAME, WorkDirLock
+from mmmetaformer.errors import DiskFullError, WorkDirInUseError
+
+NAMES = (f'guard{index}' for index in itertools.count())  # mmengine keys loggers by experiment name
+
+
+def test_a_second_lock_on_the_work_dir_names_the_holder_and_what_to_do(tmp_path):
+    first = WorkDirLock(str(tmp_path))
+    first.acquire()
+    holder = json.loads((tmp_path / LOCK_NAME).read_text())
+    assert holder['host'] == socket.gethostname() and holder['pid'] == os.getpid()
+    with pytest.raises(WorkDirInUseError) as error:
+        WorkDirLock(str(tmp_path)).acquire()  # flock locks of two opens conflict, also in one process
+    message = str(error.value)
+    assert f'host {socket.gethostname()}, PID {os.getpid()}, started {holder["started"]}' in message
+    assert 'another --work-dir' in message
+    first.release()
+    assert not (tmp_path / LOCK_NAME).exists()
+    second = WorkDirLock(str(tmp_path))
+    second.acquire()
+    assert second.held
+    second.release()
+
+
+def test_the_lock_of_a_killed_run_on_this_host_is_taken_over_and_one_of_another_host_is_not(tmp_path):
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    (tmp_path / LOCK_NAME).write_text(json.dumps(dict(host=socket.gethostname(), pid=dead.pid, started='then')))
+    said = []
+    lock = WorkDirLock(str(tmp_path), said.append)
+    lock.acquire()
+    assert said == [f'{tmp_path / LOCK_NAME}: taking over the lock of a run that ended without releasing it (host '
+                    f'{socket.gethostname()}, PID {dead.pid}, started then); it is no longer running.']
+    assert json.loads((tmp_path / LOCK_NAME).read_text())['pid'] == os.getpid()
+    lock.release()
+    (tmp_path / LOCK_NAME).write_text(json.dumps(dict(host='node-elsewhere', pid=1, started='then')))
+    with pytest.raises(WorkDirInUseError, match=f'delete {tmp_path / LOCK_NAME} and start again'):
+        WorkDirLock(str(tmp_path)).acquire()
+
+
+def toy_runner(work_dir, width: int = 64, **options):
+    """A CrashSafeRunner over a linear model and 4 random samples (2 iterations per epoch), checkpoint each epoch."""
+    from mmengine.model import BaseModel
+
+    from mmmetaformer.engine import CrashSafeRunner
+
+    class Linear(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(width, width)
+
+        def forward(self, inputs, mode='tensor'):
+            output = self.layer(torch.stack(inputs))
+            return dict(loss=output.pow(2).mean()) if mode == 'loss' else output
+
+    samples = [dict(inputs=torch.randn(width)) for _ in range(4)]
+    return CrashSafeRunner(
+        model=Linear(), work_dir=str(work_dir), experiment_name=next(NAMES),
+        train_dataloader=dict(dataset=samples, sampler=dict(type='DefaultSampler', shuffle=False), batch_size=2,
+                              collate_fn=dict(type='pseudo_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
+        train_cfg=dict(by_epoch=True, max_epochs=2),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1), logger=dict(type='LoggerHook')),
+        **options)
+
+
+def test_a_second_training_run_in_a_held_work_dir_stops_before_its_first_iteration(tmp_path):
+    holder = WorkDirLock(str(tmp_path))
+    holder.acquire()
+    runner = toy_runner(tmp_path)
+    with pytest.raises(WorkDirInUseError, match=f'PID {os.getpid()}'):
+        runner.train()
+    assert runner.iter == 0 and not list(tmp_path.glob('*.pth'))
+    holder.release()
+    other = WorkDirLock(str(tmp_path / 'unlocked'))
+    other.acquire()
+    toy_runner(tmp_path / 'unlocked', cfg=dict(lock_work_dir=False)).train()  # lock_work_dir=False: no lock taken
+    assert (tmp_path / 'unlocked' / 'epoch_2.pth').exists()
+    other.release()
+
+
+def test_checkpoints_are_written_under_a_name_of_their_process(tmp_path, monkeypatch):
+    from mmengine.fileio.backends import LocalBackend
+    written = []
+    put = LocalBackend.put
+    monkeypatch.setattr(LocalBackend, 'put', lambda self, obj, path: written.append(str(path)) or put(self, obj, path))
+    toy_runner(tmp_path).train()
+    assert written == [str(tmp_path / f'epoch_{epoch}.pth.{socket.gethostname()}.{os.getpid()}.partial')
+                       for epoch in (1, 2)]
+    assert sorted(path.name for path in tmp_path.glob('*.pth*')) == ['epoch_1.pth', 'epoch_2.pth']
+    assert not (tmp_path / LOCK_NAME).exists()  # released at the end of training
+
+
+def test_a_full_disk_removes_the_partial_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from mmengine.fileio.backends import LocalBackend
+
+    def fill_the_disk(self, obj, path):
+        if 'epoch_2' not in str(path):
+            return put(self, obj, path)
+        with open(path, 'wb') as f:
+            f.write(obj[:len(obj) // 2])
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    put = LocalBackend.put
+    monkeypatch.setattr(LocalBackend, 'put', fill_the_disk)
+    runner = toy_runner(tmp_path)
+    with pytest.raises(DiskFullError) as error:
+        runner.train()
+    size = (tmp_path / 'epoch_1.pth').stat().st_size
+    assert f'writing {tmp_path / "epoch_2.pth"} needed about {size} bytes and ' in str(error.value)
+    assert f'the last complete checkpoint, {tmp_path / "epoch_1.pth"}, is intact' in str(error.value)
+    assert sorted(path.name for path in tmp_path.glob('*.pth*')) == ['epoch_1.pth']
+    assert torch.load(tmp_path / 'epoch_1.pth', weights_only=False)['meta']['epoch'] == 1
+
+
+def test_a_work_dir_on_a_small_tmpfs_stops_with_the_sizes_and_warns_first(tmp_path, capfd):
+    """A real full disk where this may mount a tmpfs (root): room for one checkpoint, not two."""
+    mount = tmp_path / 'small'
+    mount.mkdir()
+    width = 256  # a checkpoint of about 0.5 MB (weights and momentum)
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=800k', 'tmpfs', str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip('cannot mount a tmpfs here (needs root)')
+    try:
+        work = mount / 'work'
+        runner = toy_runner(work, width=width)
+        with pytest.raises(DiskFullError) as error:
+            runner.train()
+        message = str(error.value)
+        assert f'writing {work / "epoch_2.pth"} needed about {(work / "epoch_1.pth").stat().st_size} bytes' in message
+        assert 'bytes are free' in message and 'epoch_1.pth, is intact' in message
+        assert sorted(path.name for path in work.glob('*.pth*')) == ['epoch_1.pth']
+        assert f'{work / "epoch_2.pth"} may not fit' in capfd.readouterr().out
+    finally:
+        subprocess.run(['umount', '--lazy', str(mount)], check=True)  # the run's log file stays open
