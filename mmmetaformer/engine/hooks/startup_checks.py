@@ -59,7 +59,7 @@ def data_checks_settings(cfg) -> Dict:
     if unknown:
         raise InvalidSettingError(
             f'data_checks has no setting {unknown[0]!r}{closest(unknown[0], DEFAULT_DATA_CHECKS)}; its settings: '
-            f'{", ".join(DEFAULT_DATA_CHECKS)} (docs/en/user_guides/train_test.md, "Checks before training").')
+            f'{", ".join(DEFAULT_DATA_CHECKS)} (docs/en/user_guides/train_test.md, "Start-up checks").')
     settings = {**DEFAULT_DATA_CHECKS, **given}
     if settings['images'] in (True, False):
         settings['images'] = 'auto' if settings['images'] else 'off'
