@@ -4,10 +4,10 @@ from .apis.inference import (
                              DEFAULT_SCORE_THR,
                              add_inference_options,
                              build_inferencer,
-                             collect_images,
+                             collect_inputs,
                              load_model_config,
                              run_inference,
 )
 
-__all__ = ['DEFAULT_SCORE_THR', 'add_inference_options', 'build_inferencer', 'collect_images', 'load_model_config',
+__all__ = ['DEFAULT_SCORE_THR', 'add_inference_options', 'build_inferencer', 'collect_inputs', 'load_model_config',
            'run_inference']
