@@ -9,12 +9,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import ROOT
-from e2e import build_export_kind, load_cfg
-
 from mmmetaformer.export import build_export_model
 from mmmetaformer.export.exporter import build_model, example_input, export_onnx
 from mmmetaformer.export.verify import verify_onnx
+from conftest import ROOT
+from e2e import build_export_kind, load_cfg
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(
     'CUDAExecutionProvider' not in ort.get_available_providers(),

@@ -8,7 +8,6 @@ import sys
 
 import onnx
 import pytest
-import torch
 
 from conftest import ROOT
 from e2e import EXPORT_KINDS, build_export_kind

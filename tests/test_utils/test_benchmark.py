@@ -11,6 +11,14 @@ from e2e import run_tool, run_tool_here
 TINY = dict(batch_size=1, size=64, whole_batch_size=1, whole_size=(64, 96), iters=1, warmup=0)
 
 
+def assert_ratio_of_rounded(numerator: float, denominator: float, ratio: float, step: float) -> None:
+    """``ratio`` (printed to 0.01) is the ratio of the unrounded numbers that print as ``numerator`` and
+    ``denominator`` (printed to ``step``)."""
+    low = (numerator - step / 2) / (denominator + step / 2)
+    high = (numerator + step / 2) / (denominator - step / 2) if denominator > step / 2 else float('inf')
+    assert low - 0.005 <= ratio <= high + 0.005, (numerator, denominator, ratio)
+
+
 def check(row):
     assert row.ours_rate > 0 and row.reference_rate > 0
     assert row.ours_peak_mb > 0 and row.reference_peak_mb > 0
@@ -57,13 +65,13 @@ def test_tool_prints_a_row():
     (model, mode), (reference, ours, theirs, ratio) = row[:2], row[-6:-2]
     assert (model, mode, reference) == ('poolformer_s12', 'train', 'timm')
     assert float(ours) > 0 and float(theirs) > 0
-    assert float(ratio.rstrip('x')) == pytest.approx(float(ours) / float(theirs), abs=0.01)
+    assert_ratio_of_rounded(float(ours), float(theirs), float(ratio.rstrip('x')), 0.01)
 
 
 # The end of a printed row: ours and the reference in img/s, their ratio, the two peak memories in MiB ('-': none).
 NUMBERS = re.compile(r'\s(?P<ours>[\d.]+)\s+(?P<reference>[\d.]+)\s+(?P<ratio>[\d.]+)x\s+(?P<ours_mb>\S+)\s+'
                      r'(?P<reference_mb>\S+)$')
-TINY_TOOL = ['--device', 'cpu', '--batch-size', '1', '--size', '32', '--whole-size', '64', '64', '--iters', '1',
+TINY_TOOL = ['--device', 'cpu', '--batch-size', '1', '--size', '32', '--whole-size', '32', '32', '--iters', '1',
              '--warmup', '0']
 
 
@@ -76,26 +84,21 @@ def printed_rows(printed: str) -> dict:
             model, mode, setting = re.split(r'\s{2,}', line[:numbers.start()].strip())[:3]
             values = numbers.groupdict()
             assert float(values['ours']) > 0 and float(values['reference']) > 0, line
-            assert float(values['ratio']) == pytest.approx(float(values['ours']) / float(values['reference']),
-                                                           abs=0.01)
+            assert_ratio_of_rounded(float(values['ours']), float(values['reference']), float(values['ratio']), 0.01)
             rows[model, mode, setting] = values
     return rows
 
 
 @pytest.mark.e2e
-def test_tool_inference_and_dense_modes_with_bf16_rows_and_profiles():
+def test_tool_inference_and_dense_modes_with_profiles():
     printed = run_tool_here(['tools/benchmark.py', '--modes', 'inference', 'dense', '--models', 'poolformerv2_s12',
-                             '--amp', '--profile', '3', *TINY_TOOL])
+                             '--profile', '3', '--no-memory', *TINY_TOOL])
     rows = printed_rows(printed)
-    assert set(rows) == {(model, mode, f'cpu {precision} eager') for model, mode in (
-        ('poolformerv2_s12', 'inference'), ('poolformerv2_s12 64x64', 'dense')) for precision in ('fp32', 'bf16')}
-    for values in rows.values():  # peak memory measured on both sides
-        assert float(values['ours_mb']) > 0 and float(values['reference_mb']) > 0
+    assert set(rows) == {('poolformerv2_s12', 'inference', 'cpu fp32 eager'),
+                         ('poolformerv2_s12 32x32', 'dense', 'cpu fp32 eager')}
     profiles = re.findall(r'^--- profile: (.+)$', printed, re.M)
-    assert sorted(profiles) == sorted(f'{model} {mode} cpu {precision} eager {side}'
-                                      for model, mode in (('poolformerv2_s12', 'inference'),
-                                                          ('poolformerv2_s12 64x64', 'dense'))
-                                      for precision in ('fp32', 'bf16') for side in ('ours', 'timm'))
+    assert sorted(profiles) == sorted(f'{model} {mode} cpu fp32 eager {side}' for model, mode in (
+        ('poolformerv2_s12', 'inference'), ('poolformerv2_s12 32x32', 'dense')) for side in ('ours', 'timm'))
     assert printed.count('Self CPU') >= len(profiles)  # each profile is torch.profiler's operator table
 
 
@@ -110,8 +113,8 @@ def test_tool_compiled_rows_of_one_precision():
     assert set(rows) == {('poolformer_s12', 'inference', f'cpu bf16 {how}')
                          for how in ('eager', 'compiled', 'blocks-compiled')}
     assert all(values['ours_mb'] == values['reference_mb'] == '-' for values in rows.values())
-    # both sides' whole models, and each block and downsampling of ours (12 + 4), traced by dynamo
-    assert counters['stats']['unique_graphs'] - graphs >= 2 + 16
+    # traced by dynamo: both sides' whole models (compiled), and our blocks (blocks-compiled)
+    assert counters['stats']['unique_graphs'] - graphs >= 3
 
 
 @pytest.mark.e2e
@@ -122,7 +125,5 @@ def test_tool_onnx_comparison_at_the_given_sizes():
     assert set(lines) == {'PoolFormer-S12 classifier', 'Semantic FPN PoolFormer-S12', 'RetinaNet PoolFormer-S12'}
     assert lines.pop('PoolFormer-S12 classifier')[0] == '32x32'
     for size, torch_ms, onnx_ms, speedup in lines.values():
-        assert size == '64x64' and float(onnx_ms) > 0.05
-        torch_ms, onnx_ms = float(torch_ms), float(onnx_ms)  # printed to 0.1 ms, the speed-up to 0.01
-        assert (torch_ms - 0.05) / (onnx_ms + 0.05) - 0.005 <= float(speedup.rstrip('x')) <= (
-            (torch_ms + 0.05) / (onnx_ms - 0.05) + 0.005)
+        assert size == '64x64' and float(torch_ms) > 0 and float(onnx_ms) > 0
+        assert_ratio_of_rounded(float(torch_ms), float(onnx_ms), float(speedup.rstrip('x')), 0.1)
