@@ -267,7 +267,7 @@ def test_export_onnx_tool_classifier_at_the_pipelines_size_with_options(tmp_path
     printed = run_tool_here(['tools/export_onnx.py', config, checkpoint, '--out', out, '--opset', '18',
                              '--cfg-options', *options, '--verify', '--provider', 'cpu'])
     assert f'wrote {out}: input 64x64 (fixed size), outputs scores' in printed
-    assert 'onnxruntime (CPUExecutionProvider) vs PyTorch on a random image' in printed, printed
+    assert 'onnxruntime (CPUExecutionProvider) vs PyTorch on a random 64x64 image' in printed, printed
     assert printed.count('agrees within tolerance') == 1
     graph = onnx.load(out)
     assert [entry.version for entry in graph.opset_import if entry.domain in ('', 'ai.onnx')] == [18]

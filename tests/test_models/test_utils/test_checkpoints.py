@@ -331,7 +331,7 @@ def test_convert_checkpoint_tool_on_the_timm_mmpretrain_and_own_layouts(tmp_ckpt
     mmpretrain_state = {('backbone.norm6.' + key[5:] if key.startswith('norm.') else
                          'head.fc.' + key[5:] if key.startswith('head.') else 'backbone.' + key): value
                         for key, value in reference.state_dict().items()}
-    sources = {'timm': (timm_model.state_dict(), 'PoolFormerV2 s12', 'poolformerv2_s12',
+    sources = {'timm': (timm_model.state_dict(), 'PoolFormerV2 s12 or IdentityFormer s12', 'poolformerv2_s12',
                         lambda x: timm_model.forward_intermediates(x, intermediates_only=True)),
                'mmpretrain': ({'state_dict': mmpretrain_state}, 'PoolFormer s12', 'poolformer_s12',
                               reference.stage_outputs)}
