@@ -42,8 +42,9 @@ setup(
     packages=find_packages(include=['mmmetaformer', 'mmmetaformer.*']),
     python_requires='>=3.9',
     # The OpenMMLab stack is installed by tools/install.sh (OneDL fork, same module names); listing the upstream
-    # names here would make pip fetch their sdists beside it. Versions are checked at import instead.
-    install_requires=['torch>=2.1'],
+    # names here would make pip fetch their sdists beside it. Versions are checked at import instead. torch: the
+    # first release with every torch feature the code uses (the table in tests/test_setup.py).
+    install_requires=['torch>=2.5'],
     license='Apache-2.0',
     cmdclass={'build_py': BuildWithConfigs},
 )

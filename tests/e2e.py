@@ -1,9 +1,12 @@
 """Helpers shared by the test modules: models built from the configs, random checkpoints, derived configs on tiny
 generated data, running the tools and reading what they logged and wrote."""
+import contextlib
 import glob
+import io
 import os
 import os.path as osp
 import re
+import runpy
 import socket
 import subprocess
 import sys
@@ -47,6 +50,38 @@ def save_random_checkpoint(config: str, path: str, classes=None) -> str:
     meta = dict(dataset_meta=dict(classes=classes)) if classes else {}
     torch.save(dict(state_dict=model.state_dict(), meta=meta), path)
     return path
+
+
+EXPORT_DETECTOR_OPTIONS = {'model.backbone.init_cfg': None, 'model.test_cfg.rpn.max_per_img': 100}
+# The exported kinds (tests/test_export/test_shapes.py, tests/gpu/test_onnx_cuda.py): config, options, exported
+# H x W, second H x W for dynamic exports.
+EXPORT_KINDS = {
+    'classifier': ('mmpretrain/poolformer_s12_in1k.py', {}, (64, 64), (96, 32)),
+    'segmentor': ('mmseg/fpn_poolformer_s12_40k_ade20k.py', {'model.backbone.init_cfg': None}, (64, 64), (96, 32)),
+    # random weights score high: a threshold that still leaves many detections
+    'retinanet': ('mmdet/retinanet_poolformer_s12_1x.py',
+                  {'model.backbone.init_cfg': None, 'model.test_cfg.score_thr': 0.99}, (128, 128), (160, 96)),
+    'mask_rcnn': ('mmdet/mask_rcnn_poolformer_s12_1x.py', EXPORT_DETECTOR_OPTIONS, (128, 128), (160, 96)),
+    'faster_rcnn': ('mmdet/mask_rcnn_poolformer_s12_1x.py',
+                    dict(EXPORT_DETECTOR_OPTIONS, **{'model.roi_head.mask_roi_extractor': None,
+                                                     'model.roi_head.mask_head': None}), (128, 128), (160, 96)),
+}
+
+
+def build_export_kind(kind: str):
+    """The config and model (random weights, seed 0) of one of :data:`EXPORT_KINDS`."""
+    import torch
+
+    from mmmetaformer.export.exporter import build_model
+    config, options, _, _ = EXPORT_KINDS[kind]
+    cfg = load_cfg(config, options)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    if kind.endswith('rcnn'):  # spread the box head's scores above score_thr (random ones are about 1/81 each)
+        with torch.no_grad():
+            model.roi_head.bbox_head.fc_cls.weight.mul_(10.0)
+            model.roi_head.bbox_head.fc_cls.bias.normal_(0, 2.0)
+    return cfg, model
 
 
 def free_port() -> str:
@@ -169,6 +204,29 @@ train_cfg = dict(max_epochs=2, val_interval=3)
 def preemptible_config(tmp_path, shapes: str) -> str:
     body = DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=2) + PREEMPTIBLE_RUN
     return write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py', body)
+
+
+def run_tool_here(args: List[str], status: int = 0) -> str:
+    """Run ``tools/<args>`` in this process, as ``python tools/<args>`` runs it, and return what it printed (with the
+    message of a ``sys.exit(message)``, which Python prints on stderr and ends with status 1); fails unless it ends
+    with exit status ``status``. Cheaper than :func:`run_tool` where a fresh process is not the point."""
+    import torch
+    printed = io.StringIO()
+    saved, threads = sys.argv, torch.get_num_threads()  # tools set the thread count (--threads)
+    sys.argv = [os.path.join(ROOT, args[0]), *args[1:]]
+    ended = 0
+    try:
+        with contextlib.redirect_stdout(printed):
+            runpy.run_path(sys.argv[0], run_name='__main__')
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            printed.write(stop.code + '\n')
+        ended = 1 if isinstance(stop.code, str) else stop.code or 0
+    finally:
+        sys.argv = saved
+        torch.set_num_threads(threads)
+    assert ended == status, f'{" ".join(args)} ended with {ended}:\n' + printed.getvalue()[-6000:]
+    return printed.getvalue()
 
 
 def tool_env(env=None) -> dict:

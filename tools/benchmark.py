@@ -25,10 +25,10 @@ from mmmetaformer.apis.benchmark import MODES, PUBLISHED_SIZES, TIMM_MODELS, Opt
 from mmmetaformer.utils.cli import exit_on_user_error
 
 
-def settings(device: str, amp: bool, compile_too: bool, compile_blocks: bool, precisions):
+def settings(device: str, amp: bool, compile_too: bool, compile_blocks: bool, precisions, backend: str = 'inductor'):
     """The rows to run: fp32 eager on each device; CPU bf16 autocast with --amp; GPU fp16/bf16 autocast
-    channels-last always; each also compiled with --compile, and with our blocks compiled with --compile-blocks;
-    only the ``precisions`` asked for."""
+    channels-last always; each also compiled with --compile, and with our blocks compiled with --compile-blocks
+    (``torch.compile`` backend ``backend``); only the ``precisions`` asked for."""
     devices = ['cpu', 'cuda'] if device == 'all' else [device]
     for dev in devices:
         if dev == 'cuda' and not torch.cuda.is_available():
@@ -41,9 +41,11 @@ def settings(device: str, amp: bool, compile_too: bool, compile_blocks: bool, pr
         for setting in (variant for variant in variants if variant.precision in precisions):
             yield setting
             if compile_too:
-                yield Setting(setting.device, setting.precision, setting.channels_last, compiled=True)
+                yield Setting(setting.device, setting.precision, setting.channels_last, compiled=True,
+                              compile_backend=backend)
             if compile_blocks:
-                yield Setting(setting.device, setting.precision, setting.channels_last, compiled_blocks=True)
+                yield Setting(setting.device, setting.precision, setting.channels_last, compiled_blocks=True,
+                              compile_backend=backend)
 
 
 def main() -> None:
@@ -65,18 +67,21 @@ def main() -> None:
     parser.add_argument('--compile', action='store_true', help='also torch.compile rows (both sides compiled)')
     parser.add_argument('--compile-blocks', action='store_true',
                         help='also rows with our backbone built with compile_blocks=True (timm eager)')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help='torch.compile backend of the compiled rows (default inductor; aot_eager compiles fast)')
     parser.add_argument('--precisions', nargs='+', choices=['fp32', 'fp16', 'bf16'], default=['fp32', 'fp16', 'bf16'],
                         help='only these rows (fp16/bf16: autocast rows, on the GPU or with --amp)')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory step')
     parser.add_argument('--profile', type=int, default=0, metavar='N',
                         help='also print the N operators that take the most time in each side\'s step')
     parser.add_argument('--onnx', action='store_true', help='instead: the exported ONNX graphs in onnxruntime '
-                        'against PyTorch on the CPU (a classifier, a segmentor, a detector; --threads, --iters, '
-                        '--warmup apply)')
+                        'against PyTorch on the CPU (a classifier at --size, a segmentor and a detector at '
+                        '--whole-size or their published sizes; --threads, --iters, --warmup apply)')
     args = parser.parse_args()
     if args.onnx:
-        from mmmetaformer.export.onnx_benchmark import print_onnx_comparison
-        print_onnx_comparison(args.threads, args.iters, args.warmup)
+        from mmmetaformer.export.onnx_benchmark import onnx_models, print_onnx_comparison
+        with exit_on_user_error():
+            print_onnx_comparison(args.threads, args.iters, args.warmup, onnx_models(args.size, args.whole_size))
         return
 
     torch.set_num_threads(args.threads)
@@ -88,7 +93,8 @@ def main() -> None:
           f'{args.size}x{args.size}; whole models: batch {args.whole_batch_size}; img/s (median step), peak MiB')
     print(benchmark.HEADER, flush=True)
     with exit_on_user_error():
-        for setting in settings(args.device, args.amp, args.compile, args.compile_blocks, args.precisions):
+        for setting in settings(args.device, args.amp, args.compile, args.compile_blocks, args.precisions,
+                                args.compile_backend):
             for mode in args.modes:
                 for row in MODES[mode](options, setting):
                     print(benchmark.format_row(row), flush=True)

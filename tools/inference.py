@@ -1,13 +1,14 @@
-"""Run a trained detector, segmentor or classifier on images and write pictures and JSON predictions.
+"""Run a trained detector, segmentor or classifier on images and videos and write pictures and JSON predictions.
 
-    python tools/inference.py CONFIG CHECKPOINT IMAGE_OR_FOLDER [...] --out-dir DIR
+    python tools/inference.py CONFIG CHECKPOINT IMAGE_FOLDER_OR_VIDEO [...] --out-dir DIR
 
 The config's default_scope picks mmdet's DetInferencer, mmseg's MMSegInferencer or mmpretrain's
 ImageClassificationInferencer. For every image: DIR/vis/<file name> (the predictions drawn on it) and
 DIR/preds/<stem>.json (the inferencer's predictions: detection labels, scores, bboxes [and RLE masks];
 segmentation sem_seg, a class index per pixel; classification pred_label, pred_score, pred_class, pred_scores).
-Folders are searched recursively; their images keep their path inside the folder. Video files are refused (the mm
-inferencers read images only): extract the frames first.
+Folders are searched recursively; their images keep their path inside the folder. A video is run frame by frame:
+DIR/vis/<stem>.mp4 (the predictions drawn on every frame) and DIR/preds/<stem>.json (a list, one prediction per
+frame).
 """
 import argparse
 
@@ -19,7 +20,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='config file (mmdet, mmseg or mmpretrain)')
     parser.add_argument('checkpoint', help='checkpoint of that model (file or URL), e.g. work_dirs/.../epoch_12.pth')
-    parser.add_argument('inputs', nargs='+', help='image files and folders of images')
+    parser.add_argument('inputs', nargs='+', help='image files, folders of images and video files')
     parser.add_argument('--out-dir', required=True, help='where vis/ and preds/ are written')
     parser.add_argument('--score-thr', type=float,
                         help=f'detection only: the lowest score of the boxes drawn (default {DEFAULT_SCORE_THR}); the '
@@ -34,7 +35,9 @@ def main() -> None:
     with exit_on_user_error():
         written = run_inference(args.config, args.checkpoint, args.inputs, args.out_dir, device=args.device,
                                 score_thr=args.score_thr, cfg_options=args.cfg_options)
-    print(f'\n{len(written)} pictures in {args.out_dir}/vis, {len(written)} JSON files in {args.out_dir}/preds')
+    videos = sum(picture.endswith('.mp4') for picture, _ in written)
+    print(f'\n{len(written) - videos} pictures and {videos} videos in {args.out_dir}/vis, {len(written)} JSON files '
+          f'in {args.out_dir}/preds')
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from mmmetaformer.models.backbones.families import stage_table_page
+from mmmetaformer.utils.cli import exit_on_user_error
 from mmmetaformer.utils.model_index import STAGE_PAGE, check_model_index, update_readmes
 
 
@@ -15,8 +16,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--check', action='store_true', help='only check; exit 1 when something is out of date')
     args = parser.parse_args()
-    problems = check_model_index()
-    outdated = update_readmes(check=args.check, pages={STAGE_PAGE: stage_table_page()})
+    with exit_on_user_error():  # a metafile the index names is missing, a README without table markers
+        problems = check_model_index()
+        outdated = update_readmes(check=args.check, pages={STAGE_PAGE: stage_table_page()})
     for problem in problems:
         print(f'model index: {problem}')
     for readme in outdated:

@@ -20,7 +20,7 @@ import statistics
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -46,12 +46,18 @@ PUBLISHED_SIZES = {'retinanet': (800, 1333), 'mask_rcnn': (800, 1333), 'semantic
 class Setting:
     """How a row runs: device, precision (``fp32`` or autocast ``fp16``/``bf16``), memory format, compilation
     (``compiled``: both sides with ``torch.compile``; ``compiled_blocks``: ours with ``compile_blocks=True``, the
-    reference eager)."""
+    reference eager), and the ``torch.compile`` backend of both."""
     device: str = 'cpu'
     precision: str = 'fp32'
     channels_last: bool = False
     compiled: bool = False
     compiled_blocks: bool = False
+    compile_backend: str = 'inductor'
+
+    @property
+    def compile_blocks(self) -> Union[bool, dict]:
+        """The ``compile_blocks`` argument of our backbone in this row."""
+        return dict(backend=self.compile_backend) if self.compiled_blocks else False
 
     def autocast(self):
         if self.precision == 'fp32':
@@ -201,13 +207,13 @@ def _prepare(module: nn.Module, setting: Setting) -> nn.Module:
 
 
 def _maybe_compile(module: nn.Module, setting: Setting) -> nn.Module:
-    return torch.compile(module) if setting.compiled else module
+    return torch.compile(module, backend=setting.compile_backend) if setting.compiled else module
 
 
 # ------------------------------------------------------------------------------------------------ backbones
-def build_backbone_pair(name: str) -> Tuple[nn.Module, nn.Module]:
-    """Our backbone (four stages, no output norm) and timm's model of the same name, with the same random
-    weights."""
+def build_backbone_pair(name: str, compile_blocks: Union[bool, dict] = False) -> Tuple[nn.Module, nn.Module]:
+    """Our backbone (four stages, no output norm; its blocks compiled with ``compile_blocks``) and timm's model of
+    the same name, with the same random weights."""
     import timm
 
     from ..models import FAMILIES
@@ -220,7 +226,7 @@ def build_backbone_pair(name: str) -> Tuple[nn.Module, nn.Module]:
             f'timm has no {name} to compare with (timm has PoolFormer, PoolFormerV2, ConvFormer and '
             f'CAFormer, not IdentityFormer or RandFormer)')
     reference = timm.create_model(name, pretrained=False, num_classes=0)
-    ours = FAMILIES[family](arch=arch, out_indices=(3, ), norm_outputs=False)
+    ours = FAMILIES[family](arch=arch, out_indices=(3, ), norm_outputs=False, compile_blocks=compile_blocks)
     canonical, _, _ = to_canonical(reference.state_dict())
     ours.load_state_dict({k[len('backbone.'):]: v for k, v in canonical.items() if k.startswith('backbone.')})
     return ours, reference
@@ -228,7 +234,7 @@ def build_backbone_pair(name: str) -> Tuple[nn.Module, nn.Module]:
 
 def backbone_rows(options: Options, setting: Setting, train: bool) -> Iterator[Row]:
     for name in options.models:
-        ours, reference = (_prepare(m, setting) for m in build_backbone_pair(name))
+        ours, reference = (_prepare(m, setting) for m in build_backbone_pair(name, setting.compile_blocks))
         x = torch.randn(options.batch_size, 3, options.size, options.size, device=setting.device)
         if setting.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -250,11 +256,11 @@ def dense_rows(options: Options, setting: Setting) -> Iterator[Row]:
     sides have their own random weights (speed does not depend on them)."""
     import timm
 
-    from .models import FAMILIES
+    from ..models import FAMILIES
     height, width = options.whole_size or DENSE_SIZE
     for name in options.models:
         family, arch = name.split('_')
-        ours = FAMILIES[family](arch=arch, out_indices=(0, 1, 2, 3), compile_blocks=setting.compiled_blocks)
+        ours = FAMILIES[family](arch=arch, out_indices=(0, 1, 2, 3), compile_blocks=setting.compile_blocks)
         reference = timm.create_model(name, pretrained=False, features_only=True, out_indices=(0, 1, 2, 3))
         x = torch.randn(DENSE_BATCH, 3, height, width, device=setting.device)
         if setting.channels_last:
@@ -275,9 +281,10 @@ def _mmpretrain_backbone(ours_cfg: dict) -> dict:
                 out_indices=tuple(2 * i for i in ours_cfg['out_indices']), drop_path_rate=0.0, frozen_stages=0)
 
 
-def build_whole_pair(name: str) -> Tuple[nn.Module, nn.Module]:
-    """A whole mm model (see :data:`WHOLE_MODELS`) with our PoolFormer, and the same model with mmpretrain's
-    PoolFormer, both with the same weights (mmpretrain's random ones, converted to our layout)."""
+def build_whole_pair(name: str, compile_blocks: Union[bool, dict] = False) -> Tuple[nn.Module, nn.Module]:
+    """A whole mm model (see :data:`WHOLE_MODELS`) with our PoolFormer (its blocks compiled with
+    ``compile_blocks``), and the same model with mmpretrain's PoolFormer, both with the same weights (mmpretrain's
+    random ones, converted to our layout)."""
     import mmpretrain.models  # noqa: F401  (registers mmpretrain.PoolFormer)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
@@ -296,6 +303,7 @@ def build_whole_pair(name: str) -> Tuple[nn.Module, nn.Module]:
         cfg.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
     reference_cfg = copy.deepcopy(cfg.model)
     reference_cfg.backbone = _mmpretrain_backbone(cfg.model.backbone)
+    cfg.model.backbone.compile_blocks = compile_blocks
     torch.manual_seed(0)
     reference = registry.build(reference_cfg)
     ours = registry.build(cfg.model)
@@ -353,7 +361,7 @@ def _detection_sample(meta: dict, height: int, width: int, with_mask: bool, gene
 def whole_model_rows(options: Options, setting: Setting) -> Iterator[Row]:
     for name in options.whole_models:
         height, width = options.whole_size or PUBLISHED_SIZES[name]
-        ours, reference = (_prepare(m, setting) for m in build_whole_pair(name))
+        ours, reference = (_prepare(m, setting) for m in build_whole_pair(name, setting.compile_blocks))
         steps = {}
         for key, model in (('ours', ours), ('mmpretrain', reference)):
             data = synthetic_batch(model, name, options.whole_batch_size, height, width)

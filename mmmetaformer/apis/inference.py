@@ -4,7 +4,8 @@ The config's ``default_scope`` picks mmdet's ``DetInferencer``, mmseg's ``MMSegI
 ``ImageClassificationInferencer``. :func:`run_inference` writes, for every input image, a picture of the
 predictions to ``<out_dir>/vis/`` and the predictions as JSON to ``<out_dir>/preds/`` (the file names of mmdet's
 inferencer: ``vis/<image file name>``, ``preds/<image stem>.json``; images found in a folder keep their path
-inside it). Videos are refused: none of the three inferencers reads video files.
+inside it). A video is run frame by frame: ``vis/<video stem>.mp4`` (the predictions drawn on every frame, at the
+video's frame rate) and ``preds/<video stem>.json`` (a list, one prediction per frame).
 """
 import argparse
 import contextlib
@@ -102,9 +103,14 @@ def _is_image(path: str) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def collect_images(inputs: Sequence[str]) -> List[Tuple[str, str]]:
-    """``(path, output name)`` of every image of ``inputs``: image files (named by their file name) and folders
-    (searched recursively, other files skipped; named by their path inside the folder), in the order given."""
+def _is_video(path: str) -> bool:
+    return path.lower().endswith(VIDEO_EXTENSIONS)
+
+
+def collect_inputs(inputs: Sequence[str]) -> List[Tuple[str, str]]:
+    """``(path, output name)`` of every image and video of ``inputs``: image and video files (named by their file
+    name) and folders of images (searched recursively, other files skipped; named by their path inside the folder),
+    in the order given."""
     if not inputs:
         raise InvalidSettingError('no inputs given')
     found = []
@@ -116,13 +122,10 @@ def collect_images(inputs: Sequence[str]) -> List[Tuple[str, str]]:
                 raise InvalidSettingError(f'folder {item} holds no images (looked for {", ".join(IMAGE_EXTENSIONS)})')
             found += [(osp.join(item, name), name) for name in images]
         elif osp.isfile(item):
-            if item.lower().endswith(VIDEO_EXTENSIONS):
-                raise InvalidSettingError(f'{item} is a video: the mm inferencers read images only; extract its frames '
-                                          f'first (e.g. `ffmpeg -i {item} frames/%06d.jpg`) and pass the folder')
-            if not _is_image(item):
+            if not (_is_image(item) or _is_video(item)):
                 raise InvalidSettingError(
-                    f'{item}: unsupported file type {osp.splitext(item)[1] or "(none)"!r}; images '
-                    f'must end with one of {", ".join(IMAGE_EXTENSIONS)}')
+                    f'{item}: unsupported file type {osp.splitext(item)[1] or "(none)"!r}; images must end with '
+                    f'one of {", ".join(IMAGE_EXTENSIONS)}, videos with one of {", ".join(VIDEO_EXTENSIONS)}')
             found.append((item, osp.basename(item)))
         else:
             raise MissingFileError(f'input {item} does not exist')
@@ -148,25 +151,26 @@ def _quiet_mmpretrain_progress() -> Iterator[None]:
         progress.disable_progress_bar = before
 
 
-def _detect(inferencer, path: str, score_thr: float) -> Tuple[dict, np.ndarray]:
-    result = inferencer(path, return_vis=True, no_save_vis=True, pred_score_thr=score_thr)
+# A predictor: (inferencer, image file or BGR frame, score threshold) -> (prediction as JSON data, RGB picture).
+def _detect(inferencer, image: Union[str, np.ndarray], score_thr: float) -> Tuple[dict, np.ndarray]:
+    result = inferencer(image, return_vis=True, no_save_vis=True, pred_score_thr=score_thr)
     return result['predictions'][0], result['visualization'][0]
 
 
-def _segment(inferencer, path: str, score_thr: Optional[float]) -> Tuple[dict, np.ndarray]:
-    result = inferencer(path, return_vis=True)
+def _segment(inferencer, image: Union[str, np.ndarray], score_thr: Optional[float]) -> Tuple[dict, np.ndarray]:
+    result = inferencer(image, return_vis=True)
     return dict(sem_seg=result['predictions'].tolist()), result['visualization']
 
 
-def _classify(inferencer, path: str, score_thr: Optional[float]) -> Tuple[dict, np.ndarray]:
+def _classify(inferencer, image: Union[str, np.ndarray], score_thr: Optional[float]) -> Tuple[dict, np.ndarray]:
     from mmpretrain.visualization import UniversalVisualizer
     with _quiet_mmpretrain_progress():
-        sample = inferencer(path, return_datasamples=True)[0]
+        sample = inferencer(image, return_datasamples=True)[0]
     prediction = inferencer.postprocess([sample], None)[0]
     prediction['pred_scores'] = prediction['pred_scores'].tolist()
     if inferencer.visualizer is None:
         inferencer.visualizer = UniversalVisualizer()
-    image = mmcv.imread(path, channel_order='rgb')
+    image = mmcv.imread(image, channel_order='rgb') if isinstance(image, str) else mmcv.bgr2rgb(image)
     # the label text has a fixed size: enlarge small images so that it stays readable
     inferencer.visualizer.visualize_cls(image, sample, classes=inferencer.classes, draw_gt=False,
                                         resize=224 if min(image.shape[:2]) < 224 else None)
@@ -176,12 +180,40 @@ def _classify(inferencer, path: str, score_thr: Optional[float]) -> Tuple[dict, 
 PREDICTORS: Dict[str, Callable] = dict(mmdet=_detect, mmseg=_segment, mmpretrain=_classify)
 
 
+def _predict_video(predict: Callable, inferencer, path: str, score_thr: float, video_path: str) -> List[dict]:
+    """Run ``predict`` on every frame of the video ``path`` and write the pictures to ``video_path`` as an mp4 video
+    at the same frame rate. Returns the predictions, one per frame."""
+    import cv2
+    capture = cv2.VideoCapture(path)
+    writer, predictions = None, []
+    try:
+        while True:
+            read, frame = capture.read()
+            if not read:
+                break
+            prediction, picture = predict(inferencer, frame, score_thr)
+            if writer is None:
+                os.makedirs(osp.dirname(video_path), exist_ok=True)
+                writer = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*'mp4v'),
+                                         capture.get(cv2.CAP_PROP_FPS) or 25.0, (picture.shape[1], picture.shape[0]))
+            writer.write(np.ascontiguousarray(picture[..., ::-1]))  # the inferencers draw in RGB
+            predictions.append(prediction)
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if not predictions:
+        raise InvalidSettingError(f'{path}: OpenCV read no frame of this video (an empty file, or a codec it lacks)')
+    return predictions
+
+
 def run_inference(config: Union[str, Config], checkpoint: str, inputs: Sequence[str], out_dir: str,
                   device: Optional[str] = None, score_thr: Optional[float] = None,
                   cfg_options: Optional[dict] = None) -> List[Tuple[str, str]]:
-    """Run the trained model of ``config`` + ``checkpoint`` on ``inputs`` (image files and folders of images) and
-    write ``out_dir/vis/<name>`` (the picture of the predictions) and ``out_dir/preds/<stem>.json`` for each image,
-    with a progress bar. Returns the ``(picture, json)`` paths written.
+    """Run the trained model of ``config`` + ``checkpoint`` on ``inputs`` (image files, folders of images and video
+    files) and write ``out_dir/vis/<name>`` (the picture of the predictions) and ``out_dir/preds/<stem>.json`` for
+    each image, ``out_dir/vis/<stem>.mp4`` and ``out_dir/preds/<stem>.json`` (a list, one prediction per frame) for
+    each video, with a progress bar over the inputs. Returns the ``(picture or video, json)`` paths written.
 
     The JSON is the library inferencer's: detection ``labels``, ``scores``, ``bboxes`` (x1, y1, x2, y2 in image
     pixels; ``masks`` as COCO RLE for instance segmentation), every box the model's ``test_cfg`` keeps; segmentation
@@ -194,17 +226,22 @@ def run_inference(config: Union[str, Config], checkpoint: str, inputs: Sequence[
         raise InvalidSettingError(
             f'a score threshold applies to detectors only (the lowest score of the boxes drawn); this '
             f'is a {cfg.default_scope} config')
-    images = collect_images(inputs)
+    found = collect_inputs(inputs)
     inferencer = build_inferencer(cfg, checkpoint, device)
     predict = PREDICTORS[cfg.default_scope]
     score_thr = DEFAULT_SCORE_THR if score_thr is None else score_thr
     written = []
-    progress = ProgressBar(len(images))
-    for path, name in images:
-        prediction, picture = predict(inferencer, path, score_thr)
-        picture_path = osp.join(out_dir, 'vis', name)
-        json_path = osp.join(out_dir, 'preds', osp.splitext(name)[0] + '.json')
-        mmcv.imwrite(picture[..., ::-1], picture_path)  # the inferencers draw in RGB
+    progress = ProgressBar(len(found))
+    for path, name in found:
+        stem = osp.splitext(name)[0]
+        json_path = osp.join(out_dir, 'preds', stem + '.json')
+        if _is_video(path):
+            picture_path = osp.join(out_dir, 'vis', stem + '.mp4')
+            prediction = _predict_video(predict, inferencer, path, score_thr, picture_path)
+        else:
+            prediction, picture = predict(inferencer, path, score_thr)
+            picture_path = osp.join(out_dir, 'vis', name)
+            mmcv.imwrite(picture[..., ::-1], picture_path)  # the inferencers draw in RGB
         os.makedirs(osp.dirname(json_path), exist_ok=True)
         with open(json_path, 'w') as f:
             json.dump(prediction, f)

@@ -10,7 +10,7 @@ the median per-image time is reported.
 import os
 import os.path as osp
 import tempfile
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -24,6 +24,14 @@ DEFAULT_MODELS: List[Tuple[str, str, Tuple[int, int]]] = [
     ('Semantic FPN PoolFormer-S12', 'mmseg/fpn_poolformer_s12_40k_ade20k.py', (512, 512)),
     ('RetinaNet PoolFormer-S12', 'mmdet/retinanet_poolformer_s12_1x.py', (800, 1344)),
 ]
+
+
+def onnx_models(classifier_size: int = 224, whole_size: Optional[Tuple[int, int]] = None
+                ) -> List[Tuple[str, str, Tuple[int, int]]]:
+    """:data:`DEFAULT_MODELS` with the classifier at ``classifier_size`` square and the segmentor and the detector at
+    ``whole_size`` (H, W; None: their published sizes)."""
+    return [(label, config, (classifier_size, classifier_size) if config.startswith('mmpretrain/')
+             else tuple(whole_size) if whole_size else shape) for label, config, shape in DEFAULT_MODELS]
 
 
 def compare_onnx_runtime(config: str, shape: Tuple[int, int], threads: int = 2, iters: int = 10,

@@ -29,6 +29,8 @@ PINS: Dict[str, Tuple[str, str]] = {
     'onnxscript': ('0.7.2', 'stack'),
     'grad-cam': ('1.5.7', 'stack'),
     'ruff': ('0.17.5', 'stack'),
+    # tools/coverage.sh (`patch = subprocess` in pyproject.toml needs coverage.py >= 7.10)
+    'coverage': ('7.17.3', 'stack'),
     # the documentation build (docs/en, run by tests/test_docs.py)
     'sphinx': ('9.0.4', 'stack'),
     'myst-parser': ('5.2.0', 'stack'),

@@ -1,26 +1,26 @@
 """``--verify --provider cuda``: exported graphs checked on onnxruntime's CUDA execution provider against the PyTorch
 model (outputs within the tolerances, each output in its declared shape); skipped where onnxruntime has no CUDA
-provider (the onnxruntime-gpu package) or mm's detection stack is absent."""
+provider (the onnxruntime-gpu package)."""
 import os
 import subprocess
 import sys
 
+import onnxruntime as ort
 import pytest
 import torch
 
-pytestmark = pytest.mark.cuda
-ort = pytest.importorskip('onnxruntime')
-if 'CUDAExecutionProvider' not in ort.get_available_providers():
-    pytest.skip(f'onnxruntime {ort.__version__} has no CUDAExecutionProvider (needs onnxruntime-gpu)',
-                allow_module_level=True)
+from mmmetaformer.export import build_export_model
+from mmmetaformer.export.exporter import build_model, example_input, export_onnx
+from mmmetaformer.export.verify import verify_onnx
+from conftest import ROOT
+from e2e import build_export_kind, load_cfg
 
-from conftest import ROOT  # noqa: E402  (tests/conftest.py)
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(
+    'CUDAExecutionProvider' not in ort.get_available_providers(),
+    reason=f'onnxruntime {ort.__version__} has no CUDAExecutionProvider (needs onnxruntime-gpu)')]
 
 
 def test_classifier_verifies_on_cuda_from_the_command_line(tmp_path):
-    from test_export import load_cfg
-
-    from mmmetaformer.export.exporter import build_model
     config = os.path.join(ROOT, 'configs', 'mmpretrain', 'caformer_s18_in1k.py')
     checkpoint = str(tmp_path / 'caformer.pth')
     torch.save(dict(state_dict=build_model(load_cfg(config)).state_dict()), checkpoint)
@@ -36,14 +36,7 @@ def test_classifier_verifies_on_cuda_from_the_command_line(tmp_path):
 
 def test_mask_rcnn_verifies_on_cuda(tmp_path, capfd):
     """NonMaxSuppression, RoiAlign and the mask paste on CUDA, at the exported size and a batch of 2 at another."""
-    pytest.importorskip('mmdet')
-    pytest.importorskip('mmcv.ops')
-    from test_export_shapes import build
-
-    from mmmetaformer.export import build_export_model
-    from mmmetaformer.export.exporter import example_input, export_onnx
-    from mmmetaformer.export.verify import verify_onnx
-    cfg, model = build('mask_rcnn')
+    cfg, model = build_export_kind('mask_rcnn')
     with torch.no_grad():  # mask logits saturated like a trained model's (random ones hover around 0.5)
         model.roi_head.mask_head.conv_logits.weight.mul_(1000.0)
     path = str(tmp_path / 'mask_rcnn.onnx')

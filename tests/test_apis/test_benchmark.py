@@ -1,12 +1,22 @@
 """Smoke tests of the side-by-side benchmark (tiny sizes, one iteration): it runs, measures both sides, and compares
 the same models. Timings themselves are not tested."""
+import re
+
 import pytest
 import torch
 
 from mmmetaformer.apis.benchmark import MODES, Options, Setting, build_backbone_pair, build_whole_pair, synthetic_batch
-from e2e import run_tool
+from e2e import run_tool, run_tool_here
 
 TINY = dict(batch_size=1, size=64, whole_batch_size=1, whole_size=(64, 96), iters=1, warmup=0)
+
+
+def assert_ratio_of_rounded(numerator: float, denominator: float, ratio: float, step: float) -> None:
+    """``ratio`` (printed to 0.01) is the ratio of the unrounded numbers that print as ``numerator`` and
+    ``denominator`` (printed to ``step``)."""
+    low = (numerator - step / 2) / (denominator + step / 2)
+    high = (numerator + step / 2) / (denominator - step / 2) if denominator > step / 2 else float('inf')
+    assert low - 0.005 <= ratio <= high + 0.005, (numerator, denominator, ratio)
 
 
 def check(row):
@@ -55,4 +65,65 @@ def test_tool_prints_a_row():
     (model, mode), (reference, ours, theirs, ratio) = row[:2], row[-6:-2]
     assert (model, mode, reference) == ('poolformer_s12', 'train', 'timm')
     assert float(ours) > 0 and float(theirs) > 0
-    assert float(ratio.rstrip('x')) == pytest.approx(float(ours) / float(theirs), abs=0.01)
+    assert_ratio_of_rounded(float(ours), float(theirs), float(ratio.rstrip('x')), 0.01)
+
+
+# The end of a printed row: ours and the reference in img/s, their ratio, the two peak memories in MiB ('-': none).
+NUMBERS = re.compile(r'\s(?P<ours>[\d.]+)\s+(?P<reference>[\d.]+)\s+(?P<ratio>[\d.]+)x\s+(?P<ours_mb>\S+)\s+'
+                     r'(?P<reference_mb>\S+)$')
+TINY_TOOL = ['--device', 'cpu', '--batch-size', '1', '--size', '32', '--whole-size', '32', '32', '--iters', '1',
+             '--warmup', '0']
+
+
+def printed_rows(printed: str) -> dict:
+    """(model, mode, setting) -> the numbers of each row the benchmark tool printed."""
+    rows = {}
+    for line in printed.splitlines():
+        numbers = NUMBERS.search(line)
+        if numbers and not line.startswith('---'):
+            model, mode, setting = re.split(r'\s{2,}', line[:numbers.start()].strip())[:3]
+            values = numbers.groupdict()
+            assert float(values['ours']) > 0 and float(values['reference']) > 0, line
+            assert_ratio_of_rounded(float(values['ours']), float(values['reference']), float(values['ratio']), 0.01)
+            rows[model, mode, setting] = values
+    return rows
+
+
+@pytest.mark.e2e
+def test_tool_inference_and_dense_modes_with_profiles():
+    printed = run_tool_here(['tools/benchmark.py', '--modes', 'inference', 'dense', '--models', 'poolformerv2_s12',
+                             '--profile', '3', '--no-memory', *TINY_TOOL])
+    rows = printed_rows(printed)
+    assert set(rows) == {('poolformerv2_s12', 'inference', 'cpu fp32 eager'),
+                         ('poolformerv2_s12 32x32', 'dense', 'cpu fp32 eager')}
+    profiles = re.findall(r'^--- profile: (.+)$', printed, re.M)
+    assert sorted(profiles) == sorted(f'{model} {mode} cpu fp32 eager {side}' for model, mode in (
+        ('poolformerv2_s12', 'inference'), ('poolformerv2_s12 32x32', 'dense')) for side in ('ours', 'timm'))
+    assert printed.count('Self CPU') >= len(profiles)  # each profile is torch.profiler's operator table
+
+
+@pytest.mark.e2e
+def test_tool_compiled_rows_of_one_precision():
+    from torch._dynamo.utils import counters
+    graphs = counters['stats']['unique_graphs']
+    printed = run_tool_here(['tools/benchmark.py', '--modes', 'inference', '--models', 'poolformer_s12', '--amp',
+                             '--precisions', 'bf16', '--compile', '--compile-blocks', '--compile-backend', 'aot_eager',
+                             '--no-memory', *TINY_TOOL])
+    rows = printed_rows(printed)
+    assert set(rows) == {('poolformer_s12', 'inference', f'cpu bf16 {how}')
+                         for how in ('eager', 'compiled', 'blocks-compiled')}
+    assert all(values['ours_mb'] == values['reference_mb'] == '-' for values in rows.values())
+    # traced by dynamo: both sides' whole models (compiled), and our blocks (blocks-compiled)
+    assert counters['stats']['unique_graphs'] - graphs >= 3
+
+
+@pytest.mark.e2e
+def test_tool_onnx_comparison_at_the_given_sizes():
+    printed = run_tool_here(['tools/benchmark.py', '--onnx', '--size', '32', '--whole-size', '64', '64', '--iters',
+                             '1', '--warmup', '0'])
+    lines = {line[:30].strip(): line[30:].split() for line in printed.splitlines()[2:]}
+    assert set(lines) == {'PoolFormer-S12 classifier', 'Semantic FPN PoolFormer-S12', 'RetinaNet PoolFormer-S12'}
+    assert lines.pop('PoolFormer-S12 classifier')[0] == '32x32'
+    for size, torch_ms, onnx_ms, speedup in lines.values():
+        assert size == '64x64' and float(torch_ms) > 0 and float(onnx_ms) > 0
+        assert_ratio_of_rounded(float(torch_ms), float(onnx_ms), float(speedup.rstrip('x')), 0.1)

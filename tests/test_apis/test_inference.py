@@ -4,6 +4,7 @@ errors for bad input."""
 import json
 import os.path as osp
 
+import cv2
 import pytest
 import torch
 from PIL import Image
@@ -48,15 +49,27 @@ def test_detector_pictures_and_predictions_through_the_tool(shapes, tmp_path):
     folder.mkdir()
     Image.open(osp.join(val, 'val_00002.jpg')).save(folder / 'third.png')
     (folder / 'notes.txt').write_text('not an image')
+    video = str(tmp_path / 'clip.mp4')  # three frames of the same size as the images (112 x 96), 5 per second
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*'mp4v'), 5.0, (112, 96))
+    for index in range(3):
+        writer.write(cv2.imread(osp.join(val, f'val_0000{index}.jpg')))
+    writer.release()
     result = run_tool(['tools/inference.py', config, checkpoint, osp.join(val, 'val_00000.jpg'),
-                       osp.join(val, 'val_00001.jpg'), str(folder), '--out-dir', str(out), '--score-thr', '0.01'])
-    assert '3 pictures' in result.stdout
-    assert sorted(p.name for p in (out / 'vis').iterdir()) == ['third.png', 'val_00000.jpg', 'val_00001.jpg']
-    assert sorted(p.name for p in (out / 'preds').iterdir()) == ['third.json', 'val_00000.json', 'val_00001.json']
-    for picture in (out / 'vis').iterdir():
+                       osp.join(val, 'val_00001.jpg'), str(folder), video, '--out-dir', str(out), '--score-thr',
+                       '0.01'])
+    assert '3 pictures and 1 videos' in result.stdout
+    assert sorted(p.name for p in (out / 'vis').iterdir()) == ['clip.mp4', 'third.png', 'val_00000.jpg',
+                                                               'val_00001.jpg']
+    assert sorted(p.name for p in (out / 'preds').iterdir()) == ['clip.json', 'third.json', 'val_00000.json',
+                                                                 'val_00001.json']
+    for picture in (out / 'vis').glob('*.*g'):
         assert Image.open(picture).size == (112, 96)  # drawn on the original image
-    for found in (out / 'preds').iterdir():
-        prediction = json.loads(found.read_text())
+    drawn = cv2.VideoCapture(str(out / 'vis' / 'clip.mp4'))
+    assert (drawn.get(cv2.CAP_PROP_FPS), drawn.get(cv2.CAP_PROP_FRAME_WIDTH), drawn.get(cv2.CAP_PROP_FRAME_HEIGHT),
+            drawn.get(cv2.CAP_PROP_FRAME_COUNT)) == (5.0, 112, 96, 3)
+    frames = json.loads((out / 'preds' / 'clip.json').read_text())
+    assert len(frames) == 3
+    for prediction in [json.loads(found.read_text()) for found in (out / 'preds').glob('val_*.json')] + frames:
         assert len(prediction['labels']) == len(prediction['scores']) == len(prediction['bboxes']) == 20
         assert all(len(box) == 4 for box in prediction['bboxes'])
         assert all(label in (0, 1, 2) for label in prediction['labels'])
@@ -100,7 +113,7 @@ def test_classifier_scores_every_class(classifier, tmp_path):
 
 
 def test_bad_inputs_fail_clearly(classifier, tmp_path):
-    from mmmetaformer.apis.inference import collect_images, run_inference
+    from mmmetaformer.apis.inference import collect_inputs, run_inference
     config, checkpoint = classifier
     image = tmp_path / 'a.jpg'
     Image.new('RGB', (32, 32)).save(image)
@@ -112,18 +125,19 @@ def test_bad_inputs_fail_clearly(classifier, tmp_path):
     cases = [
         ([str(tmp_path / 'nowhere.jpg')], FileNotFoundError, 'nowhere.jpg does not exist'),
         ([str(tmp_path / 'empty')], ValueError, 'holds no images'),
-        ([str(tmp_path / 'clip.mp4')], ValueError, 'is a video'),
         ([str(tmp_path / 'table.csv')], ValueError, "unsupported file type '.csv'"),
         ([str(image), str(tmp_path / 'other' / 'a.png')], ValueError, 'would write the same outputs'),
     ]
     for inputs, error, message in cases:
         with pytest.raises(error, match=message):
-            collect_images(inputs)
+            collect_inputs(inputs)
     out = str(tmp_path / 'out')
     with pytest.raises(FileNotFoundError, match='config .*missing.py does not exist'):
         run_inference(str(tmp_path / 'missing.py'), checkpoint, [str(image)], out)
     with pytest.raises(FileNotFoundError, match='checkpoint .*missing.pth does not exist'):
         run_inference(config, str(tmp_path / 'missing.pth'), [str(image)], out)
+    with pytest.raises(ValueError, match='clip.mp4: OpenCV read no frame of this video'):
+        run_inference(config, checkpoint, [str(tmp_path / 'clip.mp4')], out, device='cpu')
     with pytest.raises(ValueError, match='score threshold applies to detectors only'):
         run_inference(config, checkpoint, [str(image)], out, score_thr=0.5)
     other_size = osp.join(ROOT, 'configs', 'mmpretrain', 'poolformer_s24_in1k.py')

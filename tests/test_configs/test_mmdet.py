@@ -121,10 +121,24 @@ def test_dist_train_two_processes_on_cpu(shapes, tmp_path):
     config = write_config(tmp_path / 'retina.py', 'mmdet/retinanet_poolformer_s12_1x.py',
                           DET_TINY.format(root=shapes, model_extra=RETINA_HEAD, mask=False, epochs=1))
     work = tmp_path / 'work'
-    result = run_tool(['tools/dist_train.sh', config, '2', '--work-dir', str(work)], env={'PORT': free_port()})
+    result = run_tool(['tools/dist_train.sh', config, '2', '--work-dir', str(work), '--auto-scale-lr'],
+                      env={'PORT': free_port()})
     assert (work / 'epoch_1.pth').exists()
     assert 'Distributed launcher: pytorch' in result.stdout + result.stderr or 'world_size: 2' in \
         result.stdout + result.stderr
+    # 2 processes of 2 images against the config's base batch of 16
+    assert 'Scaling the original LR by 0.25' in result.stdout + result.stderr
+    result = run_tool(['tools/dist_test.sh', config, str(work / 'epoch_1.pth'), '2', '--work-dir', str(work)],
+                      env={'PORT': free_port()})
+    assert 0.0 <= logged_metric(result, 'coco/bbox_mAP') <= 1.0
+
+
+def test_dist_scripts_name_their_arguments():
+    for script, usage in (('dist_train.sh', 'CONFIG NUM_PROCESSES [train.py options]'),
+                          ('dist_test.sh', 'CONFIG CHECKPOINT NUM_PROCESSES [test.py options]')):
+        for args in ([], ['config.py', 'two']):
+            result = subprocess.run(['bash', f'tools/{script}', *args], cwd=ROOT, capture_output=True, text=True)
+            assert result.returncode == 2 and result.stderr == f'usage: tools/{script} {usage}\n', result.stderr
 
 
 def packaged_mmdet_tool(name: str) -> str:

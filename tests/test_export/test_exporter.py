@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from e2e import load_cfg, run_tool, write_config
+from conftest import ROOT
+from e2e import load_cfg, run_tool, run_tool_here, write_config
 
 pytest.importorskip('onnxruntime')
 
@@ -250,10 +251,38 @@ test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
     assert 'Warning' not in result.stdout + result.stderr, result.stdout + result.stderr
 
 
+
 @pytest.mark.e2e
-def test_onnx_benchmark_times_both_sides():
-    """`tools/benchmark.py --onnx` in small: both runtimes timed on the same exported model (no timing goal)."""
-    from mmmetaformer.export.onnx_benchmark import compare_onnx_runtime
-    seconds = compare_onnx_runtime('mmpretrain/poolformer_s12_in1k.py', (64, 64), threads=1, iters=1,
-                                   warmup=0)
-    assert set(seconds) == {'pytorch', 'onnxruntime'} and all(value > 0 for value in seconds.values())
+def test_export_onnx_tool_classifier_at_the_pipelines_size_with_options(tmp_path):
+    """No --shape: the size the test pipeline fixes (here changed by --cfg-options); --opset; a fixed-size graph;
+    --verify on a random image on onnxruntime's CPU provider."""
+    import onnx
+
+    from mmmetaformer.export.exporter import build_model
+    config = osp.join(ROOT, 'configs', 'mmpretrain', 'convformer_s18_in1k.py')
+    options = ['test_dataloader.dataset.pipeline.1.scale=72', 'test_dataloader.dataset.pipeline.2.crop_size=64']
+    checkpoint = str(tmp_path / 'convformer.pth')
+    torch.save(dict(state_dict=build_model(load_cfg(config)).state_dict()), checkpoint)
+    out = str(tmp_path / 'convformer.onnx')
+    printed = run_tool_here(['tools/export_onnx.py', config, checkpoint, '--out', out, '--opset', '18',
+                             '--cfg-options', *options, '--verify', '--provider', 'cpu'])
+    assert f'wrote {out}: input 64x64 (fixed size), outputs scores' in printed
+    assert 'onnxruntime (CPUExecutionProvider) vs PyTorch on a random 64x64 image' in printed, printed
+    assert printed.count('agrees within tolerance') == 1
+    graph = onnx.load(out)
+    assert [entry.version for entry in graph.opset_import if entry.domain in ('', 'ai.onnx')] == [18]
+    assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 64]
+
+
+def test_export_onnx_tool_refuses_options_that_need_verify(tmp_path):
+    config = osp.join(ROOT, 'configs', 'mmpretrain', 'poolformer_s12_in1k.py')
+    image = tmp_path / 'image.jpg'
+    image.write_bytes(b'')
+    common = [config, 'unused.pth', '--out', str(tmp_path / 'x.onnx')]
+    for options, message in ((['--image', str(image)], '--image is the input of --verify; add --verify'),
+                             (['--verify', '--image', str(tmp_path / 'absent.jpg')],
+                              f'image {tmp_path / "absent.jpg"} does not exist'),
+                             (['--provider', 'cuda'],
+                              '--provider is the onnxruntime provider of --verify; add --verify')):
+        assert run_tool_here(['tools/export_onnx.py', *common, *options], status=1) == f'error: {message}\n'
+    assert not (tmp_path / 'x.onnx').exists()

@@ -8,26 +8,11 @@ import sys
 
 import onnx
 import pytest
-import torch
 
 from conftest import ROOT
-from e2e import load_cfg
+from e2e import EXPORT_KINDS, build_export_kind
 
 pytest.importorskip('onnxruntime')
-
-DETECTOR_OPTIONS = {'model.backbone.init_cfg': None, 'model.test_cfg.rpn.max_per_img': 100}
-# (config, options, exported H x W, second H x W for dynamic exports)
-KINDS = {
-    'classifier': ('mmpretrain/poolformer_s12_in1k.py', {}, (64, 64), (96, 32)),
-    'segmentor': ('mmseg/fpn_poolformer_s12_40k_ade20k.py', {'model.backbone.init_cfg': None}, (64, 64), (96, 32)),
-    # random weights score high: a threshold that still leaves many detections
-    'retinanet': ('mmdet/retinanet_poolformer_s12_1x.py',
-                  {'model.backbone.init_cfg': None, 'model.test_cfg.score_thr': 0.99}, (128, 128), (160, 96)),
-    'mask_rcnn': ('mmdet/mask_rcnn_poolformer_s12_1x.py', DETECTOR_OPTIONS, (128, 128), (160, 96)),
-    'faster_rcnn': ('mmdet/mask_rcnn_poolformer_s12_1x.py',
-                    dict(DETECTOR_OPTIONS, **{'model.roi_head.mask_roi_extractor': None,
-                                              'model.roi_head.mask_head': None}), (128, 128), (160, 96)),
-}
 
 
 def expected_shapes(kind: str, shape: tuple, dynamic: bool) -> dict:
@@ -44,30 +29,15 @@ def expected_shapes(kind: str, shape: tuple, dynamic: bool) -> dict:
     return detections
 
 
-def build(kind: str):
-    from mmmetaformer.export.exporter import build_model
-    config, options, _, _ = KINDS[kind]
-    if config.startswith('mmdet'):
-        pytest.importorskip('mmdet')
-    cfg = load_cfg(config, options)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    if kind.endswith('rcnn'):  # spread the box head's scores above score_thr (random ones are about 1/81 each)
-        with torch.no_grad():
-            model.roi_head.bbox_head.fc_cls.weight.mul_(10.0)
-            model.roi_head.bbox_head.fc_cls.bias.normal_(0, 2.0)
-    return cfg, model
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize('dynamic', [False, True], ids=['fixed', 'dynamic'])
-@pytest.mark.parametrize('kind', list(KINDS))
+@pytest.mark.parametrize('kind', list(EXPORT_KINDS))
 def test_declared_output_shapes_are_what_onnxruntime_returns(kind, dynamic, tmp_path, capfd):
     from mmmetaformer.export import build_export_model
     from mmmetaformer.export.exporter import example_input, export_onnx
     from mmmetaformer.export.verify import declared_shapes, inference_session, run_session, shape_problems
-    cfg, model = build(kind)
-    _, _, shape, second = KINDS[kind]
+    cfg, model = build_export_kind(kind)
+    _, _, shape, second = EXPORT_KINDS[kind]
     path = str(tmp_path / f'{kind}.onnx')
     export_onnx(build_export_model(model, cfg), path, shape, dynamic)
     onnx.checker.check_model(path, full_check=True)
@@ -105,7 +75,7 @@ def test_verify_fails_on_an_output_that_is_not_of_its_declared_shape(tmp_path):
     from mmmetaformer.export import build_export_model
     from mmmetaformer.export.exporter import example_input, export_onnx
     from mmmetaformer.export.verify import verify_onnx
-    cfg, model = build('classifier')
+    cfg, model = build_export_kind('classifier')
     path = str(tmp_path / 'classifier.onnx')
     export_onnx(build_export_model(model, cfg), path, (64, 64))
     graph = onnx.load(path)

@@ -4,7 +4,7 @@ import os.path as osp
 import pytest
 
 from conftest import ROOT
-from e2e import run_tool
+from e2e import run_tool, run_tool_here
 
 UPERNET_CAFORMER_S18 = osp.join(ROOT, 'configs', 'mmseg', 'upernet_caformer_s18_160k_ade20k.py')
 
@@ -26,3 +26,22 @@ def test_get_flops_tool_on_a_config():
     assert 'params: 53.73 M' in result.stdout
     macs = float(result.stdout.split('MACs: ')[1].split(' G')[0])
     assert abs(macs - 1024) / 1024 < 0.03
+
+
+def test_get_flops_tool_classifier_table_and_shapes(capsys):
+    """The table of published classifiers (at 384, where only the fine-tuned ones have published MACs), a config at
+    a given height and width, and the shapes it refuses."""
+    printed = run_tool_here(['tools/get_flops.py', '--models', 'convformer_s18', '--shape', '384'])
+    header, = [line.split() for line in printed.splitlines() if line.startswith('model ')]
+    assert header == ['model', 'params', '(M)', 'trainable', 'published', 'MACs', '(G)', 'published']
+    row, = [line.split()[1:] for line in printed.splitlines() if line.startswith('convformer_s18 ')]
+    assert row[:3] == ['26.77', '26.77', '26.77'] and row[4] == '11.6'  # published at 384
+    assert abs(float(row[3]) - 11.6) / 11.6 < 0.03
+    config = osp.join(ROOT, 'configs', 'mmpretrain', 'poolformer_s12_in1k.py')
+    printed = run_tool_here(['tools/get_flops.py', config, '--shape', '64', '96'])
+    assert printed.splitlines()[:3] == [config, 'input shape: 64x96 (height x width)', 'params: 11.92 M (11915176)']
+    capsys.readouterr()
+    for options, message in ((['--shape', '1', '2', '3'], '--shape takes one size or height and width'),
+                             (['--shape', '224', '256'], 'the classifier table takes a square input')):
+        run_tool_here(['tools/get_flops.py', *options], status=2)
+        assert message in capsys.readouterr().err

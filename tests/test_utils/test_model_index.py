@@ -9,6 +9,7 @@ import pytest
 from mmmetaformer.utils import model_index
 from mmmetaformer.utils.complexity import build_model_from_config
 from conftest import ROOT
+from e2e import run_tool_here
 
 MODELS = model_index.models(Path(ROOT))
 
@@ -95,3 +96,29 @@ def test_parameter_counts_are_those_of_the_built_models(task):
         if count != model['Metadata']['Parameters']:
             wrong[model['Name']] = (model['Metadata']['Parameters'], count)
     assert wrong == {}, 'metafile Parameters differ from the built models (metafile, built)'
+
+
+def test_model_zoo_tool_checks_rewrites_and_reports(tmp_path, monkeypatch):
+    """On a copy of the configs: --check finds a changed table and changes nothing, a plain run rewrites it as the
+    metafile says, an unlisted config and a README without table markers are reported."""
+    shutil.copytree(Path(ROOT, 'configs'), tmp_path / 'configs')
+    shutil.copy(Path(ROOT, 'model-index.yml'), tmp_path)
+    monkeypatch.setattr(model_index, 'package_root', lambda: tmp_path)
+    readme = tmp_path / 'configs' / 'mmpretrain' / 'README.md'
+    published = readme.read_text()
+    changed = published.replace('| 83.6 |', '| 99.9 |', 1)
+    assert changed != published
+    readme.write_text(changed)
+    assert run_tool_here(['tools/model_zoo.py', '--check'], status=1) == (
+        'configs/mmpretrain/README.md: table differs from its metafile\n')
+    assert readme.read_text() == changed
+    assert run_tool_here(['tools/model_zoo.py']) == 'configs/mmpretrain/README.md: table rewritten from its metafile\n'
+    assert readme.read_text() == published
+    assert run_tool_here(['tools/model_zoo.py', '--check']) == ''
+    (tmp_path / 'configs/mmdet/retinanet_new_1x.py').write_text("_base_ = './retinanet_poolformer_s12_1x.py'\n")
+    assert run_tool_here(['tools/model_zoo.py', '--check'], status=1) == (
+        'model index: configs/mmdet/metafile.yml: config configs/mmdet/retinanet_new_1x.py has 0 entries, not 1\n')
+    readme.write_text('no table here\n')
+    printed = run_tool_here(['tools/model_zoo.py'], status=1)
+    assert printed == (f'error: {readme} has no table markers: add the lines {model_index.TABLE_BEGIN} and '
+                       f'{model_index.TABLE_END} where the table of configs/mmpretrain/metafile.yml goes\n')

@@ -1,6 +1,7 @@
 """Class activation maps of classifiers of all six families (tools/vis_cam.py, the grad-cam package) and feature
 maps of detector, segmentor and classifier backbones (tools/vis_featmap.py), on small generated images."""
 import os.path as osp
+import re
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from e2e import DET_TINY, run_tool, save_random_checkpoint, write_config
+from e2e import DET_TINY, run_tool, run_tool_here, save_random_checkpoint, write_config
 
 pytestmark = pytest.mark.e2e  # whole models built from the configs, or the tools run
 
@@ -175,3 +176,43 @@ def test_feature_maps_of_a_segmentor_through_the_tool(image, tmp_path):
     size = np.asarray(Image.open(out)).shape[:2]
     assert size == (2 * (round(64 * 256 / 96) + 28), 2 * 256)
     assert_picture(str(out), size)
+
+
+def test_cam_tool_with_its_layer_and_class_options_and_its_refusals(classifiers, image, tmp_path):
+    """Two target layers averaged and a chosen class through the command line; a detector or segmentor config, an
+    unknown layer and an image that cannot be read each end with one error line."""
+    config, checkpoint = classifiers('poolformer_s12')
+    out = tmp_path / 'cam.png'
+    small = ['--cfg-options', *[f'{key}={value}' for key, value in SMALL_PIPELINE.items()]]
+    printed = run_tool_here(['tools/vis_cam.py', image, config, checkpoint, '--save-path', str(out), '--target-layers',
+                             'backbone.stages.2', 'backbone.stages.3.blocks.0.token_mixer', '--target-category', '5',
+                             '--device', 'cpu', *small])
+    assert re.fullmatch(rf'GradCAM of class 5, score 0\.\d{{3}}, at backbone\.stages\.2, '
+                        rf'backbone\.stages\.3\.blocks\.0\.token_mixer: {re.escape(str(out))}',
+                        printed.splitlines()[-1]), printed
+    assert_picture(str(out), (CROP, CROP))
+    for other in ('mmdet/retinanet_poolformer_s12_1x.py', 'mmseg/fpn_poolformer_s12_40k_ade20k.py'):
+        printed = run_tool_here(['tools/vis_cam.py', image, osp.join(ROOT, 'configs', other), checkpoint,
+                                 '--save-path', str(tmp_path / 'x.png')], status=1)
+        assert printed.splitlines()[-1].startswith(
+            f'error: class activation maps need a classifier config (mmpretrain); this is a {other.split("/")[0]} '
+            'config: see tools/vis_featmap.py'), printed
+    printed = run_tool_here(['tools/vis_cam.py', image, config, checkpoint, '--save-path', str(tmp_path / 'x.png'),
+                             '--target-layers', 'backbone.stages.7', '--device', 'cpu', *small], status=1)
+    assert printed.splitlines()[-1].startswith("error: ") and "no layer 'backbone.stages.7'" in printed, printed
+    broken = tmp_path / 'broken.jpg'
+    broken.write_bytes(b'not a picture')
+    printed = run_tool_here(['tools/vis_cam.py', str(broken), config, checkpoint, '--save-path',
+                             str(tmp_path / 'x.png'), '--device', 'cpu', *small], status=1)
+    assert printed.splitlines()[-1] == f'error: cannot read {broken} as an image'
+    assert not (tmp_path / 'x.png').exists()
+
+
+def test_featmap_tool_with_a_checkpoint_and_the_max_channel(classifiers, image, tmp_path):
+    config, checkpoint = classifiers('poolformer_s12')
+    out = tmp_path / 'featmaps.png'
+    printed = run_tool_here(['tools/vis_featmap.py', image, config, checkpoint, '--save-path', str(out),
+                             '--channel-reduction', 'select_max', '--device', 'cpu', '--cfg-options',
+                             *[f'{key}={value}' for key, value in SMALL_PIPELINE.items()]])
+    assert printed.splitlines()[-1] == f'feature maps of the four stages: {out}'
+    assert_picture(str(out), (2 * (256 + 28), 2 * 256))  # the 64x64 crop drawn at least 256 wide

@@ -10,7 +10,7 @@ import torch
 
 import mmmetaformer as mmf
 from conftest import ROOT
-from e2e import rel_err
+from e2e import rel_err, run_tool_here
 from reference_impl import build_reference
 
 FAMILIES = {'poolformer': mmf.PoolFormer, 'poolformerv2': mmf.PoolFormerV2, 'identityformer': mmf.IdentityFormer,
@@ -318,3 +318,37 @@ def test_in21k_switch_of_a_config_loads_the_official_file(config, weights, class
     backbone = mmf.MODELS.build(cfg.model.backbone)
     backbone.init_weights()
     assert_same_features(backbone.eval(), reference.stage_outputs, (64, 96))
+
+
+@pytest.mark.e2e
+def test_convert_checkpoint_tool_on_the_timm_mmpretrain_and_own_layouts(tmp_ckpt, tmp_path):
+    """Each layout the tool reads that no test above converts through it: its name in the report, the tensors
+    outside the model dropped by name, and a classifier that loads back with the source's features."""
+    import timm
+    torch.manual_seed(0)
+    timm_model = timm.create_model('poolformerv2_s12', pretrained=False).eval()
+    reference = build_reference('poolformer_s12')
+    mmpretrain_state = {('backbone.norm6.' + key[5:] if key.startswith('norm.') else
+                         'head.fc.' + key[5:] if key.startswith('head.') else 'backbone.' + key): value
+                        for key, value in reference.state_dict().items()}
+    sources = {'timm': (timm_model.state_dict(), 'PoolFormerV2 s12 or IdentityFormer s12', 'poolformerv2_s12',
+                        lambda x: timm_model.forward_intermediates(x, intermediates_only=True)),
+               'mmpretrain': ({'state_dict': mmpretrain_state}, 'PoolFormer s12', 'poolformer_s12',
+                              reference.stage_outputs)}
+    for layout, (content, described, name, stages) in sources.items():
+        dst = str(tmp_path / f'{layout}.pth')
+        printed = run_tool_here(['tools/convert_checkpoint.py', tmp_ckpt(content, f'{layout}_src.pth'), dst])
+        assert f'({layout} layout, {described}): wrote' in printed, printed
+        assert_same_features(load_ours(name, dst), stages, (64, 96))
+        if layout == 'mmpretrain':  # ours, converted again: the same tensors, nothing dropped
+            again = str(tmp_path / 'again.pth')
+            printed = run_tool_here(['tools/convert_checkpoint.py', dst, again])
+            assert '(mmmetaformer layout, PoolFormer s12): wrote' in printed and 'dropped' not in printed, printed
+            first, second = (torch.load(path, map_location='cpu')['state_dict'] for path in (dst, again))
+            assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    # a custom depth matches no published size; a tensor of no model is named and dropped
+    custom = mmf.PoolFormer(arch=dict(mmf.PoolFormer.arch_zoo['s12'], depths=[1, 1, 1, 1], dims=[8, 16, 32, 64]))
+    state = dict(custom.state_dict(), **{'ema.step': torch.tensor(3)})
+    printed = run_tool_here(['tools/convert_checkpoint.py', tmp_ckpt(state, 'custom.pth'), str(tmp_path / 'c.pth')])
+    assert 'warning: the backbone matches none of the published sizes (a custom arch?)' in printed
+    assert 'dropped (not part of the model): ema.step' in printed and 'unknown arch' in printed, printed
