@@ -243,7 +243,7 @@ for item in json.load(open(sys.argv[1]))["install"]:
 fi
 
 # The wanted mmcv build: the GPUs torch sees (or MMMETAFORMER_CUDA_ARCH); nothing before torch is installed.
-wanted_archs() { "$PY" -c 'import torch' 2>/dev/null && "$PY" "$CUDA_BUILD" archs || echo "${MMMETAFORMER_CUDA_ARCH:-}"; }
+wanted_archs() { "$PY" "$CUDA_BUILD" archs 2>/dev/null || echo "${MMMETAFORMER_CUDA_ARCH:-}"; }
 
 # Quick exit when everything is already in place (second run): every pin installed and mmcv's ops as wanted.
 if "$PY" "$STACK" check 2>/dev/null && "$PY" -c "import mmcv.ops" 2>/dev/null \
