@@ -19,6 +19,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -35,6 +36,15 @@ _FATBIN_CUBIN = 2  # entry kind of compiled machine code (1 is PTX)
 
 class CudaBuildError(RuntimeError):
     """A CUDA build cannot go on; the message says what to do."""
+
+
+def _import_torch():
+    """torch, without the warning it prints in an environment that has no numpy (a wheelhouse's build
+    environment holds torch alone)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Failed to initialize NumPy')
+        import torch
+    return torch
 
 
 def parse_arch_list(text: str) -> List[str]:
@@ -63,7 +73,7 @@ def sm_numbers(archs: Iterable[str]) -> List[int]:
 
 def visible_gpu_archs() -> List[str]:
     """The compute capabilities of the GPUs torch sees (empty without CUDA)."""
-    import torch
+    torch = _import_torch()
     if not torch.cuda.is_available():
         return []
     capabilities = {torch.cuda.get_device_capability(index) for index in range(torch.cuda.device_count())}
@@ -251,7 +261,7 @@ def check_ops_on_gpu() -> str:
     Raises:
         CudaBuildError: the GPU results differ from the CPU's (or the ops have no CUDA kernels).
     """
-    import torch
+    torch = _import_torch()
     from mmcv.ops import RoIAlign, nms
     generator = torch.Generator().manual_seed(0)
     corners = torch.rand(200, 2, generator=generator) * 100
@@ -276,7 +286,7 @@ def check_ops_on_gpu() -> str:
 
 
 def _torch_cuda() -> str:
-    import torch
+    torch = _import_torch()
     if not torch.version.cuda:
         raise CudaBuildError(f'torch {torch.__version__} was built without CUDA: install a CUDA build of torch '
                              f'(tools/install.sh installs the pinned one) to build CUDA ops')

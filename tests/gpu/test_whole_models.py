@@ -97,17 +97,20 @@ def first_iteration_loss(cfg, device: str) -> float:
     """The total loss of ``cfg``'s model on its first training batch, in fp32 on ``device``, without the random
     parts of training (eval mode: no drop path or dropout; the detectors' samplers seeded alike)."""
     from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner import Runner
+    from mmengine.runner import Runner, set_random_seed
 
     import mmmetaformer  # noqa: F401  (registers the mmmetaformer scope)
     init_default_scope(cfg.default_scope)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
+    set_random_seed(0)  # the weights, the augmentations and the batch augments alike on both devices
+    model_cfg = cfg.model.copy()
+    model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))  # as mmengine's Runner does
+    model = MODELS.build(model_cfg)
     model.init_weights()
     model = model.to(device).eval()
     loader = Runner.build_dataloader(dict(cfg.train_dataloader, sampler=dict(type='DefaultSampler', shuffle=False)))
+    set_random_seed(0)
     batch = next(iter(loader))
-    torch.manual_seed(0)
+    set_random_seed(0)
     with torch.no_grad():
         data = model.data_preprocessor(batch, True)
         losses = model(**data, mode='loss')
