@@ -48,6 +48,18 @@ RUN_BY: Dict[str, str] = {
     'python tools/export_onnx.py configs/mmdet/demo/retinanet_poolformer_s12_shapes.py work_dirs/demo/epoch_6.pth '
     '--out retinanet_shapes.onnx --dynamic --verify --image data/demo_shapes/val/val_00000.jpg':
         'tests/test_export/test_exporter.py::test_export_onnx_tool_with_verify',
+    # docs/en/get_started.md (onedl-mim, where it is installed)
+    'mim search mmmetaformer': 'tests/test_mim.py::test_mim_search_lists_the_model_index',
+    'mim train onedl-mmdetection CONFIG': 'tests/test_mim.py::test_mim_train_runs_a_config_through_mmdets_tool',
+    # docs/en/useful_tools.md
+    'python tools/benchmark.py --modes train --device cpu':
+        'tests/test_apis/test_benchmark.py::test_tool_prints_a_row',
+    'python tools/vis_featmap.py IMAGE configs/mmseg/fpn_caformer_s18_40k_ade20k.py --save-path featmaps.png':
+        'tests/test_visualization/test_activation_maps.py::test_feature_maps_of_a_segmentor_through_the_tool',
+    'python tools/vis_cam.py IMAGE configs/mmpretrain/caformer_s18_in1k.py CHECKPOINT --save-path cam.png '
+    '--method GradCAM++': 'tests/test_visualization/test_activation_maps.py::test_cam_tool_on_caformer',
+    'python tools/convert_checkpoint.py poolformer_s12.pth.tar poolformer_s12_mm.pth':
+        'tests/test_models/test_utils/test_checkpoints.py::test_convert_checkpoint_tool_writes_a_loadable_classifier',
     # docs/en/user_guides/clusters.md
     'GPUS=2 GPUS_PER_NODE=2 CPUS_PER_TASK=1 tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR '
     '[train.py options]': SLURM_TEST,
@@ -56,6 +68,9 @@ RUN_BY: Dict[str, str] = {
     'GPUS=2 GPUS_PER_NODE=2 CPUS_PER_TASK=1 sbatch --requeue -p PARTITION -n 2 -J JOB_NAME -o train.log '
     '--open-mode=append --wrap "tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR"':
         SLURM_TEST,
+    # the GPU form of the same submission: its commands as a batch script (#SBATCH lines are comments here)
+    'GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 tools/slurm_train.sh PARTITION retinanet CONFIG WORK_DIR': SLURM_TEST,
+    'sbatch train.sbatch': SLURM_TEST,
     'scancel --signal=TERM JOBID': SLURM_TEST,
     'scontrol requeue JOBID': SLURM_TEST,
 }
@@ -68,7 +83,7 @@ RUN_HERE = [
 
 NARRATION = [r'\bfirst round\b', r'\bsecond round\b', r'\bthird round\b', r'\bthis session\b',
              r'\bno GPU was (available|lent)\b', r'\bthe issue (asked|measured|found)\b', r'\bmeasured earlier here\b',
-             r'\bin this session\b']
+             r'\bin this session\b', r'\bfixed since\b', r'\bexercised here\b']
 
 
 def shell_commands(path: Path) -> List[str]:

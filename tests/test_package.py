@@ -1,5 +1,7 @@
-"""The package as a whole: its import graph (no cycle, the models import nothing above them), ``import mmmetaformer``
-in a fresh interpreter, the registry names the configs use, and the import paths README.md documents."""
+"""The package as a whole: its import graph (no cycle, the models import nothing above them, utils/ nothing of the
+models or above, no engine module the tools' helpers), the former module paths gone from the package and every file,
+``import mmmetaformer`` in a fresh interpreter, the registry names the configs use, and the import paths README.md
+documents."""
 import ast
 import re
 import subprocess
@@ -73,6 +75,48 @@ def test_the_models_import_nothing_above_them():
             if any(not name.startswith('mmmetaformer.models') for name in imported)} == {}
 
 
+def test_utils_import_nothing_of_the_models_or_above():
+    above = ('mmmetaformer.models', 'mmmetaformer.engine', 'mmmetaformer.apis', 'mmmetaformer.export')
+    graph = import_graph()
+    assert {module: sorted(name for name in imported if name.startswith(above))
+            for module, imported in graph.items()
+            if module.startswith('mmmetaformer.utils') and any(name.startswith(above) for name in imported)} == {}
+
+
+def test_no_engine_module_imports_the_tools_helpers():
+    graph = import_graph()
+    assert [module for module, imported in graph.items()
+            if module.startswith('mmmetaformer.engine') and 'mmmetaformer.utils.cli' in imported] == []
+
+
+# The former top-level homes of apis/inference.py, models/utils/ and models/classifiers.py (never written out here,
+# so that this file does not name them itself).
+FORMER_MODULES = ['inference', 'checkpoint', 'integrations']
+TEXT_SUFFIXES = {'.py', '.md', '.rst', '.txt', '.yml', '.yaml', '.sh', '.toml', '.cfg', '.ini'}
+
+
+def test_the_former_module_paths_are_gone():
+    """No module of that name in the package's folder (searched there only: an editable install of another checkout
+    adds a finder of its own files)."""
+    from importlib.machinery import PathFinder
+    assert [name for name in FORMER_MODULES
+            if PathFinder.find_spec(f'mmmetaformer.{name}', [str(PACKAGE)]) is not None] == []
+
+
+def test_no_file_names_a_former_module_path():
+    """Neither as an import path nor as a file path: not in the package, its tools, tests, docs and configs, nor in
+    the top-level files."""
+    root = Path(ROOT)
+    files = [path for path in root.iterdir() if path.suffix in TEXT_SUFFIXES]
+    for folder in ('mmmetaformer', 'tools', 'tests', 'docs', 'configs', '.ci'):
+        files += [path for path in (root / folder).rglob('*') if path.suffix in TEXT_SUFFIXES
+                  and '_build' not in path.parts and '__pycache__' not in path.parts]
+    pattern = re.compile(rf'\bmmmetaformer[./](?:{"|".join(FORMER_MODULES)})\b')
+    assert len(files) > 100
+    assert {str(path.relative_to(root)): pattern.findall(path.read_text(errors='replace'))
+            for path in files if pattern.search(path.read_text(errors='replace'))} == {}
+
+
 def test_leaf_modules_import_nothing_of_the_package():
     graph = import_graph()
     assert {module: graph[module] for module in LEAF_MODULES if graph[module]} == {}
@@ -109,8 +153,8 @@ def test_registry_names_resolve_in_every_scope(registry, name):
 
 
 def documented_imports() -> Set[str]:
-    """``module:name`` of every ``from mmmetaformer... import name`` and dotted ``mmmetaformer.a.b`` in README.md,
-    except registry names (``mmmetaformer.CrashSafeRunner``: a type in a config, tested above)."""
+    """``module:name`` of every ``from mmmetaformer... import name`` and dotted path under ``mmmetaformer`` in
+    README.md, except registry names (``mmmetaformer.CrashSafeRunner``: a type in a config, tested above)."""
     text = (Path(ROOT) / 'README.md').read_text()
     found = {f'{module}:{name.strip()}' for module, names in re.findall(r'from (mmmetaformer[\w.]*) import ([\w, ]+)',
                                                                          text) for name in names.split(',')}
@@ -145,13 +189,13 @@ def test_documented_import_paths_work():
 
 
 @pytest.mark.parametrize('module, names', [
-    ('mmmetaformer.checkpoint', ['to_canonical', 'PretrainedFromAnyLayout', 'official_weights_url', 'NAMED_WEIGHTS']),
-    ('mmmetaformer.inference', ['run_inference', 'build_inferencer']),
-    ('mmmetaformer.integrations.mmpretrain', ['MetaFormerClassifier', 'MetaFormerClsHead']),
+    ('mmmetaformer.models.utils', ['to_canonical', 'PretrainedFromAnyLayout', 'official_weights_url', 'NAMED_WEIGHTS']),
+    ('mmmetaformer.apis.inference', ['run_inference', 'build_inferencer']),
+    ('mmmetaformer.models.classifiers', ['MetaFormerClassifier', 'MetaFormerClsHead']),
     ('mmmetaformer.engine', ['CrashSafeRunner', 'AutocastOptimWrapper', 'CPUDistributedDataParallel']),
     ('mmmetaformer.visualization', ['draw_cam', 'draw_feature_maps']),
 ])
-def test_former_module_paths_still_import(module, names):
+def test_package_level_names_import(module, names):
     import importlib
     imported = importlib.import_module(module)
     assert all(hasattr(imported, name) for name in names)

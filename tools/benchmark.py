@@ -14,14 +14,14 @@ and AdamW); ``dense`` compares the four-stage training step at the detectors' in
 PoolFormer. The two sides alternate in one process and the median step is reported, with each side's peak memory
 during a step. ``--compile`` adds torch.compile rows, ``--compile-blocks`` rows of our backbone with
 ``compile_blocks=True`` against eager timm; on a GPU, fp16 and bf16 autocast rows run channels-last. See
-``mmmetaformer/utils/benchmark.py``.
+``mmmetaformer/apis/benchmark.py``.
 """
 import argparse
 
 import torch
 
-from mmmetaformer.utils import benchmark
-from mmmetaformer.utils.benchmark import MODES, PUBLISHED_SIZES, TIMM_MODELS, Options, Setting
+from mmmetaformer.apis import benchmark
+from mmmetaformer.apis.benchmark import MODES, PUBLISHED_SIZES, TIMM_MODELS, Options, Setting
 from mmmetaformer.utils.cli import exit_on_user_error
 
 

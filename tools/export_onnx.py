@@ -7,7 +7,8 @@ onnxruntime against the PyTorch model.
 The graph takes ``input``: float32 (N, 3, H, W), the image as the config's test pipeline packs it (resized,
 unnormalised, channel order as loaded); normalisation, channel flip and padding are inside. Outputs: classifiers
 ``scores`` (probabilities), segmentors ``seg_logits`` at input size, detectors ``dets`` [x1, y1, x2, y2, score] and
-``labels`` (Mask R-CNN also ``masks``), all as ``predict(..., rescale=False)`` gives them (README, "Deploy to ONNX").
+``labels`` (Mask R-CNN also ``masks``), all as ``predict(..., rescale=False)`` gives them
+(docs/en/user_guides/deployment.md, "The graph").
 --verify also checks that the outputs have the shapes the graph declares; ``--provider cuda`` runs the check on
 onnxruntime's CUDA execution provider.
 
@@ -18,7 +19,7 @@ import argparse
 import os.path as osp
 import sys
 
-from mmengine.config import DictAction
+from mmmetaformer.utils.cli import add_cfg_options
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,7 +34,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--dynamic', action='store_true',
                         help='dynamic H and W (and N where the model allows); refused for RandFormer')
     parser.add_argument('--opset', type=int, default=None, help='ONNX opset version (default 17)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+    add_cfg_options(parser)
     parser.add_argument('--verify', action='store_true',
                         help='run the file in onnxruntime and the PyTorch model on the same input, print the '
                         'largest differences, exit 1 beyond tolerance')

@@ -11,11 +11,11 @@ from mmmetaformer.utils.cli import (
     build_runner,
     enable_tta,
     exit_on_user_error,
-    finish_distributed,
     load_config,
     require_data,
     run_checked,
 )
+from mmmetaformer.utils.distributed import finish_distributed
 
 
 def parse_args() -> argparse.Namespace:

@@ -18,8 +18,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('image', help='image file')
     parser.add_argument('config', help='mmpretrain classifier config, e.g. configs/mmpretrain/caformer_s18_in1k.py')
-    parser.add_argument('checkpoint', help='its checkpoint (file or URL; convert official files first with '
-                        'tools/convert_checkpoint.py)')
+    parser.add_argument('checkpoint', help='its checkpoint (file or URL): an mmmetaformer checkpoint, or an official, '
+                        'timm or mmpretrain classifier file, converted on loading')
     parser.add_argument('--save-path', required=True, help='the overlay picture to write (e.g. cam.png)')
     parser.add_argument('--method', default='GradCAM', choices=list(CAM_METHODS), help='CAM method (default GradCAM)')
     parser.add_argument('--target-layers', nargs='+', default=list(DEFAULT_TARGET_LAYERS),

@@ -73,8 +73,8 @@ def _import_path(path: str):
 def _resolve_own_reference(app, env, node, contnode):
     """Resolve a reference of mmmetaformer's docstrings that names an object as Python would find it but not by the
     name it is documented under: a short name from the referring module's namespace (``PoolFormer`` inside
-    ``mmmetaformer.models.backbones.metaformer``) or a re-export (``mmmetaformer.checkpoint.read_checkpoint``, which is
-    ``mmmetaformer.models.utils.read_checkpoint``). It links to the documented entry of the same object; an existing
+    ``mmmetaformer.models.backbones.metaformer``) or a re-export (``mmmetaformer.PoolFormer``, which is
+    ``mmmetaformer.models.backbones.PoolFormer``). It links to the documented entry of the same object; an existing
     object of the package without an entry of its own (a private helper) is shown as code without a link. A name
     that does not exist stays unresolved, so the strict build fails on it.
     """

@@ -22,6 +22,7 @@ from mmengine.utils import ProgressBar
 
 from ..errors import InvalidSettingError, MissingFileError
 from ..models.utils import check_model_checkpoint, known_layout, read_checkpoint
+from ..utils.cli import add_cfg_options
 from ..utils.configs import library_of
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
@@ -35,10 +36,8 @@ def default_device() -> str:
 
 def add_inference_options(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--cfg-options``, the options every tool that runs a trained model shares."""
-    from mmengine.config import DictAction
     parser.add_argument('--device', help='e.g. cpu, cuda:0 (default: cuda:0 when available, else cpu)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. test_dataloader.dataset.pipeline.1.scale=(640,640)')
+    add_cfg_options(parser)
 
 
 def load_model_config(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:
@@ -61,7 +60,7 @@ def build_inferencer(config: Union[str, Config], checkpoint: Optional[str], devi
     """The library inferencer of ``config`` (``DetInferencer``, ``MMSegInferencer`` or
     ``ImageClassificationInferencer``) with the weights of ``checkpoint`` (a file or URL), on ``device``.
 
-    The checkpoint must hold exactly the model's tensors (:func:`~mmmetaformer.checkpoint.check_model_checkpoint`):
+    The checkpoint must hold exactly the model's tensors (:func:`~mmmetaformer.models.utils.check_model_checkpoint`):
     the inferencers would otherwise run a partly random model after a warning. A classifier may also come as an
     official, timm or mmpretrain file: it is converted on loading. Without a checkpoint the model keeps its fresh
     initialisation (``init_weights`` is not called).

@@ -8,7 +8,7 @@ right after mmpretrain's hub module is first imported. Importing mmpretrain only
 mmseg run.
 
 The official weights named in the metafile download through mmengine as any URL does; a failed download is the
-error of :func:`mmmetaformer.checkpoint.read_checkpoint` (what to download and how to use the local copy). Their
+error of :func:`mmmetaformer.models.utils.read_checkpoint` (what to download and how to use the local copy). Their
 official key layouts are converted when they are loaded into the classifier (``MetaFormerClassifier``).
 """
 import importlib.abc

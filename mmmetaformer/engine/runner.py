@@ -53,7 +53,12 @@ class CrashSafeRunner(Runner):
         super().__init__(*args, **kwargs)
         self.register_hook(StartupChecksHook())
 
-    def _maybe_compile(self, target: str) -> None:
+    def _maybe_compile(self, _step_name: str) -> None:
+        """mmengine's hook for its ``compile`` setting, which ``Runner.train`` calls with the step it would compile
+        (``'train_step'``): the model's forward pass is compiled instead, whatever the step."""
+        self._compile_forward()
+
+    def _compile_forward(self) -> None:
         compile_cfg = self.cfg.get('compile')
         model = self.model.module if is_model_wrapper(self.model) else self.model
         if not compile_cfg or model._compiled_call_impl is not None:
@@ -78,11 +83,11 @@ class CrashSafeRunner(Runner):
         return super().train()
 
     def val(self) -> dict:
-        self._maybe_compile('val_step')
+        self._compile_forward()
         return super().val()
 
     def test(self) -> dict:
-        self._maybe_compile('test_step')
+        self._compile_forward()
         return super().test()
 
     @master_only

@@ -3,10 +3,10 @@
 Only the export tooling imports this package; onnx and onnxruntime are imported inside the functions that need them
 (never at ``import mmmetaformer``).
 
-The graph contract (README.md, "Deploy to ONNX"): one input ``input``, float32 (N, 3, H, W), the image as the
-config's test pipeline packs it (resized, unnormalised, channel order as loaded); the data preprocessor's channel
-flip, normalisation and test-time padding happen inside the graph. Outputs equal ``predict(..., rescale=False)`` of
-the PyTorch model on the same input:
+The graph contract (docs/en/user_guides/deployment.md, "The graph"): one input ``input``, float32 (N, 3, H, W),
+the image as the config's test pipeline packs it (resized, unnormalised, channel order as loaded); the data
+preprocessor's channel flip, normalisation and test-time padding happen inside the graph. Outputs equal
+``predict(..., rescale=False)`` of the PyTorch model on the same input:
 
 - classifier: ``scores`` (N, num_classes), the probabilities mmpretrain's ``predict`` gives as ``pred_score``;
 - segmentor: ``seg_logits`` (N, num_classes, H, W) at input size, mmseg's ``seg_logits`` at ``ori_shape == input

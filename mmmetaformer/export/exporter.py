@@ -25,7 +25,7 @@ from .replacements import exportable_modules
 
 DEFAULT_OPSET = 17
 # Input (H, W) where the test pipeline does not fix one: ADE20K's short side 512; COCO's 800 x 1333 padded to 32.
-DEFAULT_SHAPES = {'mmseg': (512, 512), 'mmdet': (800, 1344)}
+DEFAULT_EXPORT_SIZES = {'mmseg': (512, 512), 'mmdet': (800, 1344)}
 
 
 def quiet_mm_logs() -> None:
@@ -91,9 +91,9 @@ def default_input_shape(cfg) -> Tuple[int, int]:
     if shape is not None:
         return shape
     task = task_of(cfg)
-    if task not in DEFAULT_SHAPES:
+    if task not in DEFAULT_EXPORT_SIZES:
         raise ExportError(f'the test pipeline of this {task} config does not fix the image size: give --shape H W')
-    return DEFAULT_SHAPES[task]
+    return DEFAULT_EXPORT_SIZES[task]
 
 
 def fixed_size_reasons(wrapper: ExportModule) -> Dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from ..utils.benchmark import median_step_times
+from ..apis.benchmark import median_step_times
 from ..utils.package_files import config_file
 
 # (label, config name relative to configs/, input (H, W)): a backbone with its classifier head, a segmentor, a

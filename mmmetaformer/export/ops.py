@@ -10,8 +10,8 @@ TorchScript-based ONNX exporter (``torch.onnx.export(..., dynamo=False)``) write
   written as two small matrix products, so a 100-instance, 800x1333 paste needs no 850 MB sampling grid;
 - :func:`topk_padded` and :func:`rank_in_image` keep shapes data-independent where mmdet uses Python ``min`` and loops.
 
-Every function computes in PyTorch what the ONNX graph computes in onnxruntime; tests/test_export_detection.py checks
-both against the mm originals.
+Every function computes in PyTorch what the ONNX graph computes in onnxruntime; tests/test_export/test_detection.py
+checks both against the mm originals.
 """
 from typing import Sequence, Tuple
 

@@ -14,6 +14,7 @@ from mmengine.config import Config, ConfigDict
 
 from ..errors import InvalidSettingError, MissingFileError, UserError
 from .configs import leaf_datasets
+from .distributed import finish_distributed
 
 
 def missing_data(cfg: Config, splits: List[str]) -> List[str]:
@@ -46,18 +47,17 @@ def require_data(cfg: Config, splits: List[str]) -> None:
         return
     scope = cfg.get('default_scope', '')
     hint = {
-        'mmdet': 'COCO 2017 is expected as data/coco/{annotations,train2017,val2017} (see README.md, "Data"). '
-                 'To try the whole pipeline without COCO, run `python tools/demo.py`: it generates a small COCO-format '
-                 'data set and trains RetinaNet-PoolFormer-S12 on it in minutes.',
-        'mmseg': 'ADE20K is expected as data/ade/ADEChallengeData2016/{images,annotations}/{training,validation} '
-                 '(see README.md, "Data").',
+        'mmdet': 'COCO 2017 is expected as data/coco/{annotations,train2017,val2017}. To try the whole pipeline '
+                 'without COCO, run `python tools/demo.py`: it generates a small COCO-format data set and trains '
+                 'RetinaNet-PoolFormer-S12 on it in minutes.',
+        'mmseg': 'ADE20K is expected as data/ade/ADEChallengeData2016/{images,annotations}/{training,validation}.',
         'mmpretrain': 'ImageNet-1K is expected as data/imagenet/{train,val} class folders or with meta/train.txt, '
-                      'meta/val.txt (see README.md, "Data").',
-    }.get(scope, 'See README.md, "Data".')
+                      'meta/val.txt.',
+    }.get(scope, '')
     listed = '\n  '.join(missing)
     raise MissingFileError(f'the data set of this config is not where it expects it; missing:\n  {listed}\n'
-                           f'{hint}\nOr point the config elsewhere: --cfg-options '
-                           f'train_dataloader.dataset.data_root=... (and val/test likewise).')
+                           f'{hint}\nData elsewhere: the overrides of every loader and evaluator are in '
+                           'docs/en/user_guides/data.md, "Data outside data/".')
 
 
 def set_slurm_rendezvous() -> None:
@@ -117,11 +117,18 @@ def set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-def add_shared_options(parser: argparse.ArgumentParser) -> None:
-    """The options of every tool that :func:`load_config` applies, besides ``config`` and ``--work-dir``."""
+def add_cfg_options(parser: argparse.ArgumentParser) -> None:
+    """``--cfg-options KEY=VALUE ...``: settings merged into the config (mmengine's ``DictAction``), in every tool
+    that loads a config."""
     from mmengine.config import DictAction
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. model.backbone.init_cfg.checkpoint=/path.pth')
+                        help='override config settings, e.g. model.backbone.init_cfg.checkpoint=/path.pth or '
+                        'test_dataloader.dataset.pipeline.1.scale=(640,640)')
+
+
+def add_shared_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every tool that :func:`load_config` applies, besides ``config`` and ``--work-dir``."""
+    add_cfg_options(parser)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int)
     parser.add_argument('--compile', action='store_true',
@@ -154,16 +161,6 @@ def enable_tta(cfg: Config) -> None:
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
-
-
-def finish_distributed() -> None:
-    """End a distributed run cleanly: wait for every rank, then tear the process group down. A gloo group left to
-    the interpreter's final destructors while another rank is already gone can abort the process ("terminate
-    called without an active exception") after the run has finished."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 @contextmanager

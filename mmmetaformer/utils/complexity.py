@@ -24,7 +24,7 @@ from ..errors import InvalidSettingError
 
 # (height, width) at which each library's published numbers are counted: 512x2048 for ADE20K segmentors (the
 # MetaFormer / ConvNeXt / Swin UperNet tables), 1333x800 for COCO detectors, 224x224 for ImageNet classifiers.
-DEFAULT_SHAPES = {'mmseg': (512, 2048), 'mmdet': (800, 1333), 'mmpretrain': (224, 224)}
+PUBLISHED_COMPLEXITY_SIZES = {'mmseg': (512, 2048), 'mmdet': (800, 1333), 'mmpretrain': (224, 224)}
 
 
 class ModelCost(NamedTuple):
@@ -39,16 +39,16 @@ def _load(cfg: Union[str, Config]) -> Config:
 
 def _scope(cfg: Config) -> str:
     scope = cfg.get('default_scope')
-    if scope not in DEFAULT_SHAPES:
-        raise InvalidSettingError(f'the config\'s default_scope is {scope!r}; expected one of {sorted(DEFAULT_SHAPES)} '
-                                  f'(an mmdet, mmseg or mmpretrain config)')
+    if scope not in PUBLISHED_COMPLEXITY_SIZES:
+        raise InvalidSettingError(f'the config\'s default_scope is {scope!r}; expected one of '
+                                  f'{sorted(PUBLISHED_COMPLEXITY_SIZES)} (an mmdet, mmseg or mmpretrain config)')
     return scope
 
 
 def input_shape(cfg: Union[str, Config], shape: Optional[Union[int, Sequence[int]]] = None) -> Tuple[int, int]:
     """``shape`` as (height, width): an int is a square; None is the config's library's published input size."""
     if shape is None:
-        return DEFAULT_SHAPES[_scope(_load(cfg))]
+        return PUBLISHED_COMPLEXITY_SIZES[_scope(_load(cfg))]
     if isinstance(shape, int):
         shape = (shape, shape)
     shape = tuple(int(s) for s in shape)
@@ -95,7 +95,7 @@ def count_macs(model: nn.Module, shape: Tuple[int, int], scope: str) -> int:
 def count_params_and_macs(cfg: Union[str, Config],
                           shape: Optional[Union[int, Sequence[int]]] = None) -> ModelCost:
     """Parameters and MACs of a config's model (a path or a loaded Config) at ``shape`` (an int for a square,
-    (height, width), or None for the library's published size: see :data:`DEFAULT_SHAPES`)."""
+    (height, width), or None for the library's published size: see :data:`PUBLISHED_COMPLEXITY_SIZES`)."""
     cfg = _load(cfg)
     scope = _scope(cfg)
     shape = input_shape(cfg, shape)

@@ -1,4 +1,4 @@
-"""tools/inference.py and mmmetaformer.inference: a detector, a segmentor and a classifier (random weights saved as
+"""tools/inference.py and mmmetaformer.apis.inference: a detector, a segmentor and a classifier (random weights saved as
 mm checkpoints) on generated images, through the libraries' inferencers; pictures and JSON predictions; clear
 errors for bad input."""
 import json

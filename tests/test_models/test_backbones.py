@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import mmmetaformer as mmf
-from mmmetaformer.checkpoint import to_canonical
+from mmmetaformer.models.utils import to_canonical
 from mmmetaformer.registry import MODELS
 from official_keys import empty_state_dict, official_checkpoints
 
@@ -34,7 +34,7 @@ def build(name, **kwargs):
 
 def test_all_28_variants_are_registered():
     assert len(VARIANTS) == 28
-    assert sum(len(cls.arch_zoo) for cls in FAMILIES.values()) == 28
+    assert sum(len(cls.arch_settings) for cls in FAMILIES.values()) == 28
     for cls in FAMILIES.values():
         assert MODELS.get(cls.__name__) is cls
 
@@ -151,7 +151,7 @@ def test_norm_eval_keeps_batch_norms_of_custom_mixers_in_eval():
         def forward(self, x):
             return self.bn(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
-    arch = dict(mmf.PoolFormer.arch_zoo['s12'], token_mixers=dict(type='BNMixer'))
+    arch = dict(mmf.PoolFormer.arch_settings['s12'], token_mixers=dict(type='BNMixer'))
     model = mmf.MetaFormer(arch=arch, norm_eval=True).train()
     assert not model.stages[0].blocks[0].token_mixer.bn.training
     assert mmf.MetaFormer(arch=arch).train().stages[0].blocks[0].token_mixer.bn.training
@@ -159,7 +159,7 @@ def test_norm_eval_keeps_batch_norms_of_custom_mixers_in_eval():
 
 def test_hybrid_stages_from_a_config():
     """The paper's [pool, pool, attention, attention] PoolFormer-S12 hybrid, built from the registry."""
-    arch = dict(mmf.PoolFormer.arch_zoo['s12'],
+    arch = dict(mmf.PoolFormer.arch_settings['s12'],
                 token_mixers=[dict(type='Pooling'), dict(type='Pooling'), dict(type='Attention'),
                               dict(type='Attention')])
     model = MODELS.build(dict(type='MetaFormer', arch=arch, out_indices=(3, )))

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import mmmetaformer as mmf
-from mmmetaformer.checkpoint import to_canonical
 from mmmetaformer.models.layers import fast_paths
 from mmmetaformer.models.layers.fast_paths import _ScaledResidualFunction
+from mmmetaformer.models.utils import to_canonical
 from reference_impl import build_reference
 
 FAMILIES = {'poolformer': mmf.PoolFormer, 'poolformerv2': mmf.PoolFormerV2, 'identityformer': mmf.IdentityFormer,

@@ -42,8 +42,45 @@ def test_metafiles_load_through_modelindex():
     assert caformer.weights == 'https://huggingface.co/sail/dl/resolve/main/caformer/caformer_s18.pth'
 
 
-def test_readme_tables_are_the_metafiles():
-    assert model_index.update_readmes(Path(ROOT), check=True) == []
+def stage_pages() -> dict:
+    """The generated page that tools/model_zoo.py gives update_readmes from the backbones."""
+    from mmmetaformer.models.backbones.families import stage_table_page
+    return {model_index.STAGE_PAGE: stage_table_page()}
+
+
+def test_readme_tables_and_generated_pages_are_the_metafiles():
+    assert model_index.update_readmes(Path(ROOT), check=True, pages=stage_pages()) == []
+
+
+def test_the_generated_pages_follow_their_sources(tmp_path):
+    """A metafile change reaches the README and the model zoo page (its links moved to the docs' folder); a stale
+    page is reported by --check and rewritten without it."""
+    for name in ('configs', 'docs'):
+        shutil.copytree(Path(ROOT, name), tmp_path / name, ignore=shutil.ignore_patterns('_build'))
+    shutil.copy(Path(ROOT, 'model-index.yml'), tmp_path)
+    metafile = tmp_path / 'configs/mmseg/metafile.yml'
+    metafile.write_text(metafile.read_text().replace('fpn_poolformer_s12_40k_ade20k.py', 'fpn_renamed.py', 1))
+    (tmp_path / 'docs/en/stage_widths.md').write_text('stale\n')
+    expected = ['configs/mmseg/README.md', 'docs/en/model_zoo.md', 'docs/en/stage_widths.md']
+    assert model_index.update_readmes(tmp_path, check=True, pages=stage_pages()) == expected
+    assert model_index.update_readmes(tmp_path, pages=stage_pages()) == expected
+    assert model_index.update_readmes(tmp_path, check=True, pages=stage_pages()) == []
+    page = (tmp_path / 'docs/en/model_zoo.md').read_text()
+    assert '`configs/mmseg/fpn_renamed.py`' in page and '## ADE20K semantic segmentation' in page
+    assert '](user_guides/inference.md#models-by-name-mmpretrain)' in page
+    assert (tmp_path / 'docs/en/stage_widths.md').read_text() == Path(ROOT, 'docs/en/stage_widths.md').read_text()
+
+
+def test_stage_widths_are_the_arch_tables():
+    from mmmetaformer.models.backbones.arch_tables import CONVFORMER_DIMS, POOLFORMER_DIMS
+    from mmmetaformer.models.backbones.families import FAMILIES, stage_table
+    rows = {(family, arch): (dims, strides) for family, arch, _, dims, strides in stage_table()}
+    assert len(rows) == 28 == sum(len(family.arch_settings) for family in FAMILIES.values())
+    for (family, arch), (dims, strides) in rows.items():
+        assert dims == (CONVFORMER_DIMS if family in ('ConvFormer', 'CAFormer') else POOLFORMER_DIMS)[arch]
+        assert strides == (4, 8, 16, 32)
+    assert '| CAFormer | s18 | `type=\'mmmetaformer.CAFormer\', arch=\'s18\'` | 3, 3, 9, 3 | `[64, 128, 320, 512]` | ' \
+        '4, 8, 16, 32 |' in Path(ROOT, 'docs/en/stage_widths.md').read_text()
 
 
 @pytest.mark.e2e

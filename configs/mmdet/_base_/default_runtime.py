@@ -1,6 +1,7 @@
 default_scope = 'mmdet'
 custom_imports = dict(imports=['mmmetaformer'], allow_failed_imports=False)
-runner_type = 'mmmetaformer.CrashSafeRunner'  # checkpoints survive a kill at any moment (see mmmetaformer/engine.py)
+# checkpoints survive a kill at any moment (see mmmetaformer/engine/runner.py)
+runner_type = 'mmmetaformer.CrashSafeRunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

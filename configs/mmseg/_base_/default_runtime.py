@@ -1,6 +1,7 @@
 default_scope = 'mmseg'
 custom_imports = dict(imports=['mmmetaformer'], allow_failed_imports=False)
-runner_type = 'mmmetaformer.CrashSafeRunner'  # checkpoints survive a kill at any moment (see mmmetaformer/engine.py)
+# checkpoints survive a kill at any moment (see mmmetaformer/engine/runner.py)
+runner_type = 'mmmetaformer.CrashSafeRunner'
 
 env_cfg = dict(
     cudnn_benchmark=True,

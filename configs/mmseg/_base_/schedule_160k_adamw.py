@@ -1,8 +1,8 @@
 # UperNet 160k schedule (the loops and hooks of the 40k one), after mmseg's ConvNeXt UperNet recipe: AdamW lr 1e-4,
 # betas (0.9, 0.999), wd 0.05, linear warmup over 1500 iterations from 1e-6 of the lr, then poly (power 1.0) to 0 at
-# 160k; layer-wise lr decay over the MetaFormer backbone (mmmetaformer/optim.py; the per-model configs set the rate
-# for 36 blocks), no weight decay on norms, scales and biases. Evaluation and checkpoints every 16k. Published on 8
-# GPUs x 2 images; `tools/train.py --auto-scale-lr` rescales the lr for other batch sizes.
+# 160k; layer-wise lr decay over the MetaFormer backbone (mmmetaformer/engine/optimizers/; the per-model configs set
+# the rate for 36 blocks), no weight decay on norms, scales and biases. Evaluation and checkpoints every 16k.
+# Published on 8 GPUs x 2 images; `tools/train.py --auto-scale-lr` rescales the lr for other batch sizes.
 _base_ = './schedule_40k_adamw.py'
 
 optim_wrapper = dict(

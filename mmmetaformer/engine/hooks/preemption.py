@@ -27,6 +27,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import EpochBasedTrainLoop
 
 from ...registry import HOOKS
+from ...utils.distributed import finish_distributed
 
 PREEMPTION_SIGNALS = ('SIGTERM', 'SIGUSR1')
 # Where a run is launched and from where it resumes, not what it trains: runs differing only here continue each other.
@@ -195,7 +196,6 @@ class PreemptionHook(Hook):
             self._save_and_exit(runner, batch_idx, signum)
 
     def _save_and_exit(self, runner, batch_idx: int, signum: int) -> None:
-        from ...utils.cli import finish_distributed
         filename = f'iter_{runner.iter + 1}.pth'
         preemption = dict(signal=signal.Signals(signum).name, batches_done_in_epoch=batch_idx + 1,
                           random_states=all_gather_object(random_states()))

@@ -13,7 +13,6 @@ from ..layers import DropPath, Mlp, Scale, build_norm, scaled_residual
 from ..utils import NAMED_WEIGHTS, PretrainedFromAnyLayout, official_weights_url
 
 NUM_STAGES = 4
-ConfigOrList = Union[dict, Sequence[dict]]
 
 
 class Stem(nn.Module):
@@ -129,7 +128,7 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
             published arch also takes its official weights by name: ``checkpoint='in1k'``, and for ConvFormer and
             CAFormer ``'in1k_384'``, ``'in21k'``, ``'in21ft1k'``, ``'in21ft1k_384'`` (see ``NAMED_WEIGHTS``).
     """
-    arch_zoo: Dict[str, dict] = {}
+    arch_settings: Dict[str, dict] = {}
     ARCH_KEYS = ('depths', 'dims', 'token_mixers', 'norm_cfg', 'mlp_cfg', 'stem_norm_cfg', 'downsample_norm_cfg',
                  'layer_scale_init_values', 'res_scale_init_values')
 
@@ -205,10 +204,10 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
     def _resolve_arch(cls, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):
             key = arch.lower()
-            if key not in cls.arch_zoo:
-                valid = ', '.join(sorted(cls.arch_zoo)) or 'none: pass arch as a dict'
+            if key not in cls.arch_settings:
+                valid = ', '.join(sorted(cls.arch_settings)) or 'none: pass arch as a dict'
                 raise ValueError(f'{cls.__name__} has no arch {arch!r}; valid archs: {valid}')
-            return cls.arch_zoo[key]
+            return cls.arch_settings[key]
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a name or a dict, got {type(arch).__name__}')
         missing = {'depths', 'dims', 'token_mixers', 'norm_cfg'} - set(arch)

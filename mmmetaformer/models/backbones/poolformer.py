@@ -1,13 +1,13 @@
 """PoolFormer (v1, CVPR 2022): pooling mixer, MLN (GroupNorm) with bias, conv-free GELU MLP with bias, layer scale."""
 from ...registry import MODELS
-from .arch_tables import S_DEPTHS, S_DIMS
+from .arch_tables import POOLFORMER_DEPTHS, POOLFORMER_DIMS
 from .metaformer import MetaFormer
 
 
 def _poolformer_arch(name: str, layer_scale: float) -> dict:
     return dict(
-        depths=S_DEPTHS[name],
-        dims=S_DIMS[name],
+        depths=POOLFORMER_DEPTHS[name],
+        dims=POOLFORMER_DIMS[name],
         token_mixers=dict(type='Pooling', pool_size=3),
         norm_cfg=dict(type='ModifiedLayerNorm', bias=True, eps=1e-5),
         mlp_cfg=dict(act_cfg=dict(type='GELU'), bias=True),
@@ -20,7 +20,7 @@ def _poolformer_arch(name: str, layer_scale: float) -> dict:
 @MODELS.register_module()
 class PoolFormer(MetaFormer):
     """PoolFormer v1 ("MetaFormer Is Actually What You Need for Vision"). ``arch``: s12, s24, s36, m36, m48."""
-    arch_zoo = {
+    arch_settings = {
         's12': _poolformer_arch('s12', 1e-5),
         's24': _poolformer_arch('s24', 1e-5),
         's36': _poolformer_arch('s36', 1e-6),

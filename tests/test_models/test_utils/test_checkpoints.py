@@ -210,7 +210,7 @@ def test_strict_false_skips_tensors_of_another_shape(tmp_ckpt):
 
 
 def test_a_custom_1x1_dwconv_reloads_its_own_checkpoint(tmp_ckpt):
-    arch = dict(mmf.ConvFormer.arch_zoo['s18'], token_mixers=dict(type='SepConv', kernel_size=1))
+    arch = dict(mmf.ConvFormer.arch_settings['s18'], token_mixers=dict(type='SepConv', kernel_size=1))
     trained = mmf.MetaFormer(arch=arch, norm_outputs=False)
     path = tmp_ckpt({'state_dict': {'backbone.' + k: v for k, v in trained.state_dict().items()}})
     model = mmf.MetaFormer(arch=arch, norm_outputs=False, init_cfg=dict(type='Pretrained', checkpoint=path))
@@ -294,7 +294,7 @@ def test_named_weights_are_the_official_urls_of_the_family_and_arch():
             torch.device('meta'):
         mmf.PoolFormerV2('s12', init_cfg=dict(type='Pretrained', checkpoint='in21k'))
     with pytest.raises(ValueError, match='built from an arch dict'), torch.device('meta'):
-        mmf.CAFormer(dict(mmf.CAFormer.arch_zoo['s18']), init_cfg=dict(type='Pretrained', checkpoint='in21k'))
+        mmf.CAFormer(dict(mmf.CAFormer.arch_settings['s18']), init_cfg=dict(type='Pretrained', checkpoint='in21k'))
 
 
 @pytest.mark.e2e

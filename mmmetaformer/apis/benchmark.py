@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidSettingError
-from .package_files import config_file
+from ..utils.package_files import config_file
 
 Step = Callable[[], None]
 TIMM_MODELS = ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18', 'caformer_s18']

@@ -3,7 +3,7 @@ the same models. Timings themselves are not tested."""
 import pytest
 import torch
 
-from mmmetaformer.utils.benchmark import MODES, Options, Setting, build_backbone_pair, build_whole_pair, synthetic_batch
+from mmmetaformer.apis.benchmark import MODES, Options, Setting, build_backbone_pair, build_whole_pair, synthetic_batch
 from e2e import run_tool
 
 TINY = dict(batch_size=1, size=64, whole_batch_size=1, whole_size=(64, 96), iters=1, warmup=0)
