@@ -133,7 +133,7 @@ explain_build_failure() {
         die "this CUDA release cannot compile for the requested architecture. Set MMMETAFORMER_CUDA_ARCH (or --cuda-arch) to architectures it supports, e.g. 8.0;9.0. Log: $log"
     elif grep -qE 'Killed|out of memory|internal compiler error: Killed' "$log"; then
         die "the compiler ran out of memory. Run again with fewer parallel jobs: MAX_JOBS=1 bash tools/install.sh ... Log: $log"
-    elif grep -qE 'No such file or directory.*(cuda_runtime|cublas|cusparse|cusolver|thrust|cub/)' "$log"; then
+    elif grep -qE '(cuda_runtime|cublas|cusparse|cusolver|thrust|cub)[^ ]*: No such file or directory' "$log"; then
         die "the CUDA toolkit lacks headers. Use the registry compiler (MMMETAFORMER_CUDA_TOOLKIT=registry) or point CUDA_HOME at a complete toolkit of torch's CUDA release. Log: $log"
     elif grep -qE 'cannot find -lcudart|cannot find -lc10_cuda' "$log"; then
         die "the linker found no CUDA runtime library. Use the registry compiler (MMMETAFORMER_CUDA_TOOLKIT=registry) or a CUDA_HOME with lib64/libcudart.so. Log: $log"
@@ -152,7 +152,9 @@ find_toolkit() {
     mapfile -t packages < <("$py" "$CUDA_BUILD" registry-requirements)
     "$py" -m pip --disable-pip-version-check install -q "${packages[@]}" >&2 \
         || die "could not install ${packages[*]} from the package registry. Without a registry, install a CUDA $cuda toolkit and set CUDA_HOME to it, or build a wheelhouse on a machine with one: bash tools/install.sh --wheelhouse DIR --cuda-arch ARCH"
-    "$py" "$CUDA_BUILD" assemble "$(dirname "$(dirname "$py")")/cuda-$cuda" || die "see the line above"
+    # one CUDA_HOME per environment: its links point into that environment's nvidia/cuXX tree
+    "$py" "$CUDA_BUILD" assemble "$CACHE/cuda-homes/$("$py" -c 'import hashlib, sys
+print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])')-$cuda" || die "see the line above"
 }
 
 # check_mmcv PY ARCHS: mmcv's ops load; on a GPU nms and RoIAlign agree with the CPU; for ARCHS without a GPU the

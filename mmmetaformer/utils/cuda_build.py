@@ -29,6 +29,8 @@ TOOLKIT_CHOICES = ('auto', 'system', 'registry')
 # The registry packages that make a CUDA compiler, by what they bring (torch's own CUDA wheels bring the runtime,
 # cuBLAS, cuSPARSE and cuSOLVER headers and libraries into the same tree).
 REGISTRY_PACKAGES = ('nvidia-cuda-nvcc', 'nvidia-nvvm', 'nvidia-cuda-crt', 'nvidia-cuda-cccl', 'nvidia-cuda-runtime')
+# What torch's CUDA headers include (ATen/cuda/CUDAContextLight.h): a toolkit without them cannot build mmcv.
+TOOLKIT_HEADERS = ('cuda_runtime.h', 'cublas_v2.h', 'cusparse.h', 'cusolverDn.h')
 _ARCH_PATTERN = re.compile(r'^(\d+)\.(\d+)(\+PTX)?$')
 _FATBIN_MAGIC = 0xBA55ED50
 _FATBIN_CUBIN = 2  # entry kind of compiled machine code (1 is PTX)
@@ -118,7 +120,7 @@ def system_toolkit_candidates(environ: Optional[Dict[str, str]] = None) -> List[
 
 
 def find_system_toolkit(torch_cuda: str, candidates: Sequence[Path], log=print) -> Optional[Path]:
-    """The first candidate with ``bin/nvcc`` of release ``torch_cuda`` and the CUDA runtime headers, or None.
+    """The first candidate with ``bin/nvcc`` of release ``torch_cuda`` and :data:`TOOLKIT_HEADERS`, or None.
 
     Each candidate passed over is logged with the reason, so that a user sees why the system toolkit was not used.
     """
@@ -128,8 +130,10 @@ def find_system_toolkit(torch_cuda: str, candidates: Sequence[Path], log=print) 
             log(f'no CUDA compiler in {candidate}')
         elif release != torch_cuda:
             log(f'{candidate} has CUDA {release}, torch was built with CUDA {torch_cuda}: not used')
-        elif not (candidate / 'include' / 'cuda_runtime.h').is_file():
-            log(f'{candidate} has nvcc {release} but no include/cuda_runtime.h: not used')
+        elif any(not (candidate / 'include' / header).is_file() for header in TOOLKIT_HEADERS):
+            missing = [header for header in TOOLKIT_HEADERS if not (candidate / 'include' / header).is_file()]
+            log(f'{candidate} has nvcc {release} but not the headers torch\'s CUDA code includes '
+                f'({", ".join(missing)}): not used')
         else:
             log(f'using the system CUDA {release} toolkit in {candidate}')
             return candidate

@@ -35,9 +35,9 @@ def fake_toolkit(root: Path, release: str, headers: bool = True) -> Path:
     nvcc = root / 'bin' / 'nvcc'
     nvcc.write_text(f'#!/bin/sh\necho "Cuda compilation tools, release {release}, V{release}.1"\n')
     nvcc.chmod(0o755)
-    if headers:
-        (root / 'include').mkdir()
-        (root / 'include' / 'cuda_runtime.h').write_text('')
+    (root / 'include').mkdir()
+    for header in cuda_build.TOOLKIT_HEADERS if headers else cuda_build.TOOLKIT_HEADERS[:1]:
+        (root / 'include' / header).write_text('')
     return root
 
 
@@ -50,7 +50,8 @@ def test_the_system_toolkit_must_match_torchs_cuda_release(tmp_path):
     assert found == good
     assert said == [f'no CUDA compiler in {tmp_path / "absent"}',
                     f'{old} has CUDA 12.4, torch was built with CUDA 13.0: not used',
-                    f'{bare} has nvcc 13.0 but no include/cuda_runtime.h: not used',
+                    f"{bare} has nvcc 13.0 but not the headers torch's CUDA code includes (cublas_v2.h, "
+                    f'cusparse.h, cusolverDn.h): not used',
                     f'using the system CUDA 13.0 toolkit in {good}']
     assert cuda_build.find_system_toolkit('13.0', [old], said.append) is None
 
@@ -208,3 +209,42 @@ def test_a_second_install_on_a_ready_environment_only_checks():
     result = script()
     assert result.returncode == 0, result.stderr
     assert 'environment already complete: nothing to do' in result.stdout
+
+
+def cached_mmcv_wheel() -> Path:
+    """The onedl-mmcv wheel that tools/install.sh built for this environment and keeps in its cache."""
+    import torch
+    cache = Path(os.environ.get('MMMETAFORMER_CACHE', Path.home() / '.cache' / 'mmmetaformer'))
+    key = f'cp{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.split("+")[0]}'
+    found = sorted(cache.glob(f'mmcv/{key}-*/onedl_mmcv-*.whl'))
+    if not found:
+        pytest.skip(f'no mmcv wheel of this environment in {cache}/mmcv (it was not installed by tools/install.sh)')
+    return found[0]
+
+
+def test_install_from_a_wheelhouse_installs_offline_and_keeps_torch(tmp_path):
+    """``--from`` on a complete environment: nothing to fetch (no index), torch kept, the stack checked; the
+    wheelhouse here holds the environment's own mmcv wheel."""
+    import torch
+    shutil.copy(cached_mmcv_wheel(), tmp_path)
+    result = script('--from', str(tmp_path), PIP_INDEX_URL='http://127.0.0.1:9/none')
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f'and mmmetaformer from {tmp_path} (no package index), keeping torch {torch.__version__}' in result.stdout
+    assert 'mmcv 2.3.6, mmengine' in result.stdout and result.stdout.rstrip().endswith('[install] done')
+
+
+def test_gpu_check_installs_a_wheelhouse_then_stops_without_cuda(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('with a GPU the script goes on to the GPU suite (tests/gpu)')
+    wheels = tmp_path / 'wheels'
+    wheels.mkdir()
+    shutil.copy(cached_mmcv_wheel(), wheels)
+    log = tmp_path / 'gpu_check.log'
+    result = subprocess.run(['bash', 'tools/gpu_check.sh', '--wheels', str(wheels), '--log', str(log)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, 'PIP_INDEX_URL': 'http://127.0.0.1:9/none'})
+    text = log.read_text()
+    assert result.returncode == 1, text[-3000:]
+    assert f'installing the wheelhouse {wheels}: bash tools/install.sh --from {wheels}' in text
+    assert '[install] done' in text and 'sees no CUDA GPU; nothing to check here' in text
