@@ -234,7 +234,7 @@ import json, sys
 for item in json.load(open(sys.argv[1]))["install"]:
     meta = item["metadata"]
     if meta["name"].lower() not in ("onedl-mmcv", "mmmetaformer"):
-        print(f"{meta[\"name\"]}=={meta[\"version\"]}")' "$REPORT")
+        print(meta["name"] + "==" + meta["version"])' "$REPORT")
     rm -f "$REPORT"
     PIP_FIND_LINKS="$EMPTY_LINKS" "$PY" -m pip "${PIP_OPTIONS[@]}" wheel -q --no-deps -w "$WHEELHOUSE" "${MISSING[@]}"
     SIZE="$(du -sm --apparent-size "$WHEELHOUSE" | cut -f1)"
