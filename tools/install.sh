@@ -226,20 +226,25 @@ if [[ -n "$WHEELHOUSE" ]]; then
     say "collecting the wheels of the stack that torch ${TORCH_PINS[0]#torch==} does not bring"
     mapfile -t WANTED < <(python3 "$STACK" requirements wheelhouse)
     "$PY" -m pip "${PIP_OPTIONS[@]}" wheel --no-deps --no-build-isolation -q -w "$WHEELHOUSE" "$ROOT"
-    REPORT="$(mktemp)"
-    PIP_FIND_LINKS="$EMPTY_LINKS" "$PY" -m pip "${PIP_OPTIONS[@]}" install -q --dry-run --report "$REPORT" \
-        --find-links "$WHEELHOUSE" "${WANTED[@]}" "${TORCH_PINS[1]}"
+    # The closure of the stack's requirements, less torch's own: what a machine with torch alone still needs.
+    STACK_REPORT="$(mktemp)" TORCH_REPORT="$(mktemp)"
+    PIP_FIND_LINKS="$EMPTY_LINKS" "$PY" -m pip "${PIP_OPTIONS[@]}" install -q --dry-run --ignore-installed \
+        --report "$STACK_REPORT" --find-links "$WHEELHOUSE" "${WANTED[@]}" "${TORCH_PINS[@]}"
+    PIP_FIND_LINKS="$EMPTY_LINKS" "$PY" -m pip "${PIP_OPTIONS[@]}" install -q --dry-run --ignore-installed \
+        --report "$TORCH_REPORT" "${TORCH_PINS[0]}"
     mapfile -t MISSING < <("$PY" -c '
 import json, sys
-for item in json.load(open(sys.argv[1]))["install"]:
-    meta = item["metadata"]
-    if meta["name"].lower() not in ("onedl-mmcv", "mmmetaformer"):
-        print(meta["name"] + "==" + meta["version"])' "$REPORT")
-    rm -f "$REPORT"
+def names(path):
+    return {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in json.load(open(path))["install"]}
+torch_own = names(sys.argv[2])
+for name, version in sorted(names(sys.argv[1]).items()):
+    if name not in torch_own and name not in ("onedl-mmcv", "mmmetaformer"):
+        print(name + "==" + version)' "$STACK_REPORT" "$TORCH_REPORT")
+    rm -f "$STACK_REPORT" "$TORCH_REPORT"
     PIP_FIND_LINKS="$EMPTY_LINKS" "$PY" -m pip "${PIP_OPTIONS[@]}" wheel -q --no-deps -w "$WHEELHOUSE" "${MISSING[@]}"
     SIZE="$(du -sm --apparent-size "$WHEELHOUSE" | cut -f1)"
     say "wheelhouse $WHEELHOUSE: $(ls "$WHEELHOUSE" | grep -cE '\.whl$') wheels, ${SIZE} MiB, for Python $PY_TAG," \
-        "${TORCH_PINS[0]}, mmcv ops ${ARCHS:+with CUDA kernels for $ARCHS}${ARCHS:-for the CPU only}"
+        "${TORCH_PINS[0]}, mmcv ops $([[ -n "$ARCHS" ]] && echo "with CUDA kernels for $ARCHS" || echo "for the CPU only")"
     say "install it on the target: bash tools/install.sh --from $WHEELHOUSE"
     exit 0
 fi
