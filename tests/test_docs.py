@@ -60,6 +60,16 @@ RUN_BY: Dict[str, str] = {
     '--method GradCAM++': 'tests/test_visualization/test_activation_maps.py::test_cam_tool_on_caformer',
     'python tools/convert_checkpoint.py poolformer_s12.pth.tar poolformer_s12_mm.pth':
         'tests/test_models/test_utils/test_checkpoints.py::test_convert_checkpoint_tool_writes_a_loadable_classifier',
+    # docs/en/get_started.md and DEVELOPERS.md: the CUDA build of mmcv takes most of an hour on 2 cores and is not
+    # run by the suite; these tests run each of its steps (architectures, toolkit, kernel check, --from, gpu_check)
+    'MMMETAFORMER_CUDA_ARCH=9.0 bash tools/install.sh':
+        'tests/test_utils/test_cuda_build.py::test_kernel_images_of_a_real_nvcc_build',
+    'bash tools/install.sh --wheelhouse wheelhouse/py3.12-torch2.11.0-sm90 --python python3.12 --torch 2.11.0 '
+    '--cuda-arch 9.0': 'tests/test_utils/test_cuda_build.py::test_wheelhouse_requirements_and_another_torch',
+    'bash tools/install.sh --from wheelhouse/py3.12-torch2.11.0-sm90':
+        'tests/test_utils/test_cuda_build.py::test_install_from_a_wheelhouse_installs_offline_and_keeps_torch',
+    'bash tools/gpu_check.sh --wheels wheelhouse/py3.12-torch2.11.0-sm90':
+        'tests/test_utils/test_cuda_build.py::test_gpu_check_installs_a_wheelhouse_then_stops_without_cuda',
     # docs/en/user_guides/clusters.md
     'GPUS=2 GPUS_PER_NODE=2 CPUS_PER_TASK=1 tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR '
     '[train.py options]': SLURM_TEST,

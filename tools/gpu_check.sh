@@ -3,10 +3,13 @@
 # timm, all written to one log. Runs on a GPU machine that has torch (with CUDA) and may lack everything else:
 #
 #   bash tools/gpu_check.sh                          # uses .venv/ if tools/install.sh made one, else python3
-#   bash tools/gpu_check.sh --wheels DIR             # installs the wheels in DIR (no index) for what is missing
+#   bash tools/gpu_check.sh --wheels DIR             # a wheelhouse of `tools/install.sh --wheelhouse`: installed
+#                                                    # into .venv/ (seeing the machine's torch) with no index; any
+#                                                    # other folder of wheels: installed beside the code for this run
 #   bash tools/gpu_check.sh --log FILE --quick       # --quick: the test suite and a short benchmark only
 #
-# What is absent is skipped with a line that says so: the whole-detector rows need mmcv built with CUDA ops.
+# What is absent is skipped with a line that says so: the whole models (tests/gpu/test_whole_models.py) and the
+# whole-detector rows need mmcv built with CUDA ops.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -19,18 +22,26 @@ while [[ $# -gt 0 ]]; do
         --wheels) WHEELS="$2"; shift 2 ;;
         --log) LOG="$2"; shift 2 ;;
         --quick) QUICK=1; shift ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 mkdir -p "$(dirname "$LOG")"
 exec > >(tee "$LOG") 2>&1
 
-if [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"; else PY="$(command -v python3)"; fi
 say() { printf '[gpu_check] %s\n' "$*"; }
-
 if [[ -n "$WHEELS" ]]; then
     [[ -d "$WHEELS" ]] || { say "ERROR: --wheels $WHEELS is not a folder"; exit 2; }
+fi
+if [[ -n "$WHEELS" ]] && compgen -G "$WHEELS/onedl_mmcv-*.whl" >/dev/null; then
+    say "installing the wheelhouse $WHEELS: bash tools/install.sh --from $WHEELS"
+    MMMETAFORMER_VENV="$ROOT/.venv" bash "$ROOT/tools/install.sh" --from "$WHEELS" || { say "ERROR: the install \
+from $WHEELS failed (above)"; exit 2; }
+    WHEELS=""
+fi
+if [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"; else PY="$(command -v python3)"; fi
+
+if [[ -n "$WHEELS" ]]; then
     SITE="$(mktemp -d)"
     say "installing the wheels of $WHEELS into $SITE (no package index)"
     "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl

@@ -39,6 +39,11 @@ PINS: Dict[str, Tuple[str, str]] = {
 # Installed with the 'stack' group at whatever version the registry offers.
 UNPINNED = ('pytest',)
 GROUPS = ('torch', 'mmcv', 'stack')
+# What `tools/install.sh --wheelhouse` collects for a machine that has torch (the libraries, timm for the side-by-side
+# benchmark, pytest for tools/gpu_check.sh; not the docs and lint tools), and `--from` installs; with their
+# dependencies.
+WHEELHOUSE = ('onedl-mmcv', 'onedl-mmengine', 'onedl-mmdetection', 'onedl-mmsegmentation', 'onedl-mmpretrain', 'timm',
+              'pytest')
 
 # import name -> OneDL distribution; the lowest version that works (with torch >= 2.6) is the pinned one.
 ONEDL_NAMES = {'mmengine': 'onedl-mmengine', 'mmcv': 'onedl-mmcv', 'mmdet': 'onedl-mmdetection',
@@ -114,11 +119,24 @@ def check_stack() -> None:
         check_package(module, required=(module == 'mmengine'))
 
 
-def requirements(group: str) -> List[str]:
-    """The pip requirements (``name==version``) of one install group of :data:`PINS`; the 'stack' group also
-    lists :data:`UNPINNED`."""
+def torchvision_for(torch_version: str) -> str:
+    """The torchvision release built for a torch release: ``'2.11.0'`` -> ``'0.26.0'`` (minor + 15 since 2.0)."""
+    major, minor, *patch = _version_tuple(torch_version) + (0,)
+    if major != 2:
+        raise ValueError(f'torch {torch_version}: only torch 2.x releases are supported')
+    return f'0.{minor + 15}.{patch[0]}'
+
+
+def requirements(group: str, torch_version: Optional[str] = None) -> List[str]:
+    """The pip requirements (``name==version``) of one install group of :data:`PINS` (the 'stack' group also lists
+    :data:`UNPINNED`), or of :data:`WHEELHOUSE` for ``'wheelhouse'``. ``torch_version`` replaces the pinned torch
+    (and torchvision) of the 'torch' group, for a wheelhouse made for another torch."""
+    if group == 'wheelhouse':
+        return [f'{name}=={PINS[name][0]}' if name in PINS else name for name in WHEELHOUSE]
     if group not in GROUPS:
-        raise ValueError(f'unknown install group {group!r}; the groups are {", ".join(GROUPS)}')
+        raise ValueError(f'unknown install group {group!r}; the groups are {", ".join(GROUPS)}, wheelhouse')
+    if group == 'torch' and torch_version:
+        return [f'torch=={torch_version}', f'torchvision=={torchvision_for(torch_version)}']
     pinned = [f'{name}=={version}' for name, (version, in_group) in PINS.items() if in_group == group]
     return pinned + (list(UNPINNED) if group == 'stack' else [])
 
@@ -138,15 +156,17 @@ def mismatched_pins(names: Optional[List[str]] = None) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``requirements GROUP``: print the group's pip requirements, one a line; ``check [NAME ...]``: exit 1 (listing
+    """``requirements GROUP [--torch VERSION]``: print the group's pip requirements, one a line; ``check [NAME ...]``: exit 1 (listing
     them) if pinned packages are missing or at other versions."""
     parser = argparse.ArgumentParser(description='The pinned versions of the stack (tools/install.sh reads them).')
     commands = parser.add_subparsers(dest='command', required=True)
-    commands.add_parser('requirements').add_argument('group', choices=GROUPS)
+    requirements_parser = commands.add_parser('requirements')
+    requirements_parser.add_argument('group', choices=(*GROUPS, 'wheelhouse'))
+    requirements_parser.add_argument('--torch', help="another torch release for the 'torch' group")
     commands.add_parser('check').add_argument('names', nargs='*')
     args = parser.parse_args(argv)
     if args.command == 'requirements':
-        print('\n'.join(requirements(args.group)))
+        print('\n'.join(requirements(args.group, args.torch)))
         return 0
     problems = mismatched_pins(args.names)
     if problems:
