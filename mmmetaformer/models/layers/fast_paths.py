@@ -454,9 +454,11 @@ def _conv_channels_last(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Te
 
 
 def _conv_channels_first(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-    """The Linear as a 1x1 convolution of a channels-first (NCHW-contiguous) copy, timm's form of these layers;
-    the result is the (B, H, W, C) view of the NCHW output."""
-    return F.conv2d(x.permute(0, 3, 1, 2).contiguous(), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
+    """The Linear as a 1x1 convolution of a channels-first (NCHW-contiguous) copy, timm's form of these layers.
+    The result is copied back to the (B, H, W, C) layout of the other forms: an NCHW-strided result would slow the
+    following layers (a depthwise convolution, a norm) in ways the timing of this layer does not see."""
+    out = F.conv2d(x.permute(0, 3, 1, 2).contiguous(), weight[:, :, None, None], bias)
+    return out.permute(0, 2, 3, 1).contiguous()
 
 
 def channel_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
