@@ -12,6 +12,9 @@ sys.path.insert(0, TESTS)
 
 GPU_TESTS = os.path.join(TESTS, 'gpu')
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# The suite does not time the fast paths' forms: which form runs must not depend on the machine's load. The tests
+# of tests/test_models/test_fast_paths.py force each form, and test the timing with a fake clock.
+os.environ.setdefault('MMMETAFORMER_FAST_PATH_MEASURE', '0')
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker

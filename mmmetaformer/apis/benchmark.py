@@ -104,6 +104,21 @@ class Row:
     def ratio(self) -> float:
         return self.ours_rate / self.reference_rate
 
+    @property
+    def fp32_math(self) -> str:
+        """The math of the channel layers' float32 products, ours/reference: ``ieee`` or ``tf32`` (``-`` under
+        autocast). Our channel Linears are matrix products, so they use TF32 only where
+        ``torch.backends.cuda.matmul.allow_tf32`` allows it; the reference computes its MLPs as 1x1 convolutions
+        (timm's and mmpretrain's channels-first blocks), which cuDNN runs in TF32 while
+        ``torch.backends.cudnn.allow_tf32`` is on (PyTorch's default)."""
+        if self.setting.precision != 'fp32':
+            return '-'
+        if self.setting.device != 'cuda':
+            return 'ieee/ieee'
+        matmul = 'tf32' if torch.backends.cuda.matmul.allow_tf32 else 'ieee'
+        conv = 'tf32' if torch.backends.cudnn.allow_tf32 else 'ieee'
+        return f'{matmul}/{conv}'
+
 
 # ------------------------------------------------------------------------------------------------ measuring
 def _synchronize(device: str) -> None:
@@ -388,8 +403,9 @@ def format_row(row: Row) -> str:
     def mb(value: Optional[float]) -> str:
         return '-' if value is None else f'{value:.0f}'
     return (f'{row.model:<34}{row.mode:<11}{row.setting.describe():<40}{row.reference:<12}{row.ours_rate:>9.2f}'
-            f'{row.reference_rate:>9.2f}{row.ratio:>8.2f}x{mb(row.ours_peak_mb):>10}{mb(row.reference_peak_mb):>10}')
+            f'{row.reference_rate:>9.2f}{row.ratio:>8.2f}x{mb(row.ours_peak_mb):>10}{mb(row.reference_peak_mb):>10}'
+            f'  {row.fp32_math}')
 
 
 HEADER = (f"{'model':<34}{'mode':<11}{'setting':<40}{'reference':<12}{'ours':>9}{'ref':>9}{'ratio':>9}"
-          f"{'ours MiB':>10}{'ref MiB':>10}")
+          f"{'ours MiB':>10}{'ref MiB':>10}  fp32 math (ours/ref)")

@@ -202,7 +202,8 @@ def test_star_relu_values_and_gradients():
     torch.testing.assert_close(act(x), 0.8 * torch.relu(x) ** 2 - 0.3)
     scale = torch.tensor([0.8], dtype=torch.double, requires_grad=True)
     bias = torch.tensor([-0.3], dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(_StarReLUFunction.apply, (x, scale, bias))
+    for host_scalar in (True, False):  # the CPU and GPU kernels
+        assert torch.autograd.gradcheck(lambda *args: _StarReLUFunction.apply(*args, host_scalar), (x, scale, bias))
     inplace = StarReLU(0.8, -0.3, inplace=True).double()
     with torch.no_grad():
         y = x.detach().clone()
@@ -225,7 +226,7 @@ def test_star_relu_scalar_gradients_do_not_overflow_in_fp16():
     x = (torch.rand(64, 64, 64) * 8).half().requires_grad_()
     scale = torch.ones(1, requires_grad=True)
     bias = torch.zeros(1, requires_grad=True)
-    (_StarReLUFunction.apply(x, scale, bias) * 1024.0).sum().backward()  # a loss-scaled fp16 backward
+    (_StarReLUFunction.apply(x, scale, bias, True) * 1024.0).sum().backward()  # a loss-scaled fp16 backward
     assert torch.isfinite(scale.grad).all() and torch.isfinite(bias.grad).all()
 
 

@@ -1,6 +1,6 @@
 """The parts of a MetaFormer block: norms, activations, scales and MLPs (``blocks``), the registered token mixers
 (``token_mixers``), and the device-, dtype- and compiler-specific fast paths behind one switch (the module
-``fast_paths``: ``from mmmetaformer.models.layers.fast_paths import fast_paths``)."""
+``fast_paths``, whose context manager is ``use_fast_paths``)."""
 from .blocks import (
                      ChannelLayerNorm,
                      ChannelLinear,
@@ -13,11 +13,10 @@ from .blocks import (
                      SquaredReLU,
                      StarReLU,
                      build_norm,
-                     linear_act,
 )
 from .fast_paths import scaled_residual
 from .token_mixers import Attention, IdentityMixer, Pooling, RandomMixing, SepConv
 
 __all__ = ['Attention', 'ChannelLayerNorm', 'ChannelLinear', 'DepthwiseConv2d', 'DropPath', 'IdentityMixer', 'Mlp',
            'MlpHead', 'ModifiedLayerNorm', 'Pooling', 'RandomMixing', 'Scale', 'SepConv', 'SquaredReLU', 'StarReLU',
-           'build_norm', 'linear_act', 'scaled_residual']
+           'build_norm', 'scaled_residual']

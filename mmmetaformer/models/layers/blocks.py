@@ -13,8 +13,7 @@ from torch import Tensor, nn
 
 from ...registry import MODELS, build_module
 from . import fast_paths
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+from .fast_paths import LOW_PRECISION
 
 
 class _FP32Norm(nn.Module):
@@ -34,7 +33,7 @@ class _FP32Norm(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype in _LOW_PRECISION:
+        if x.dtype in LOW_PRECISION:
             with torch.autocast(x.device.type, enabled=False):
                 return self._normalize(x.float(), torch.float32).to(x.dtype)
         return self._normalize(x, x.dtype)
@@ -73,14 +72,6 @@ def build_norm(cfg: dict, num_channels: int) -> nn.Module:
     return build_module(cfg, num_channels=num_channels)
 
 
-def linear_act(x: Tensor, linear: nn.Linear, act: nn.Module) -> Tensor:
-    """``act(linear(x))``; a StarReLU after a channel Linear in float32 CPU training runs fused (see
-    :func:`~mmmetaformer.models.layers.fast_paths.fuses_linear_star_relu`)."""
-    if isinstance(act, StarReLU) and fast_paths.fuses_linear_star_relu(x, linear, act):
-        return fast_paths.linear_star_relu(x, linear, act.scale, act.bias)
-    return act(linear(x))
-
-
 @MODELS.register_module()
 class StarReLU(nn.Module):
     """StarReLU: ``scale * relu(x) ** 2 + bias`` with learnable scalars.
@@ -111,14 +102,16 @@ MODELS.register_module('GELU', module=nn.GELU)
 
 
 class Scale(nn.Module):
-    """Learnable per-channel scale (layer scale and res scale)."""
+    """Learnable per-channel scale (layer scale and res scale): a holder of the parameter ``scale``, which the
+    block's residual applies itself (:func:`~mmmetaformer.models.layers.fast_paths.scaled_residual`, one fused
+    step for both scales). It has no ``forward``: the module is never called, so hooks on it would never run."""
 
     def __init__(self, dim: int, init_value: float = 1.0) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.full((dim, ), float(init_value)))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self.scale
+    def extra_repr(self) -> str:
+        return f'{self.scale.numel()}'
 
 
 def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
@@ -145,22 +138,23 @@ class DropPath(nn.Module):
 
 
 class ChannelLinear(nn.Linear):
-    """A Linear layer over the channels of a (B, H, W, C) tensor; state-dict compatible with ``nn.Linear``. On the
-    CPU it may run as a 1x1 convolution (see :func:`~mmmetaformer.models.layers.fast_paths.channel_linear`)."""
+    """A Linear layer over the channels of a (B, H, W, C) tensor; state-dict compatible with ``nn.Linear``. It may
+    run as a 1x1 convolution where that is faster (see
+    :func:`~mmmetaformer.models.layers.fast_paths.channel_linear`)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return fast_paths.channel_linear(x, self)
+        return fast_paths.channel_linear(x, self.weight, self.bias)
 
 
 class DepthwiseConv2d(nn.Conv2d):
-    """A depthwise ``nn.Conv2d`` (stride 1, same state dict) whose CPU float32 training takes a faster weight
-    gradient (see :func:`~mmmetaformer.models.layers.fast_paths.depthwise_conv`)."""
+    """A depthwise ``nn.Conv2d`` (stride 1, zero padding, same state dict) whose CPU float32 training may take a
+    faster weight gradient (see :func:`~mmmetaformer.models.layers.fast_paths.depthwise_conv`)."""
 
     def __init__(self, channels: int, kernel_size: int, padding: int, bias: bool = False) -> None:
         super().__init__(channels, channels, kernel_size, padding=padding, groups=channels, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return fast_paths.depthwise_conv(x, self)
+        return fast_paths.depthwise_conv(x, self.weight, self.bias, self.padding)
 
 
 class Mlp(nn.Module):
@@ -177,7 +171,7 @@ class Mlp(nn.Module):
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop2(self.fc2(self.drop1(linear_act(x, self.fc1, self.act))))
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
 class MlpHead(nn.Module):

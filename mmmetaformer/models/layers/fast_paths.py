@@ -1,210 +1,392 @@
-"""The device-, dtype- and compiler-specific fast paths of the MetaFormer blocks, behind one switch.
+"""The device-, dtype-, layout- and compiler-specific forms of the MetaFormer blocks' steps, chosen in one place.
 
-The blocks in :mod:`mmmetaformer.models.layers` call the functions here for every step whose fastest form depends
-on where and how it runs: StarReLU, a channel Linear followed by StarReLU, the scaled residual, channel Linears and
-the depthwise convolution. Each function chooses between
+The blocks in :mod:`mmmetaformer.models.layers` call the functions here for every step that has more than one form:
+StarReLU, the scaled residual, the channel Linears and the depthwise convolution. :func:`choose_form` is the one
+function that picks the form of a call, from :data:`FORMS`:
 
-* the plain PyTorch expression of the math (``scale * relu(x) ** 2 + bias``, ``F.linear``, ``nn.Conv2d``, ...),
-  taken whenever the fast paths are off and always under ``torch.compile`` (the compiler fuses it itself);
+* the plain PyTorch expression of the math (``scale * relu(x) ** 2 + bias``, ``F.linear``, ``F.conv2d``), taken
+  whenever the fast paths are off, always under ``torch.compile`` (the compiler fuses it itself) and while tracing
+  (an exported graph holds the official operators);
 * autograd Functions with hand-written backwards that keep less for the backward (StarReLU saves ``relu(x)`` once
   instead of twice, the scaled residual saves only what its scales' gradients need): about half of timm's
-  training memory for the StarReLU families, on every device;
-* CPU-only forms (host scalars in one-pass ``addcmul`` kernels, fused Linear+StarReLU, 1x1 convolutions that oneDNN
-  runs faster than the matrix product, a depthwise weight gradient as forward convolutions), taken only for
-  tensors on the CPU: on a GPU the scalar read would synchronise the device every call.
+  training memory for the StarReLU families, on every device. StarReLU reads its scalars on the host where that
+  is free (CPU tensors: one-pass kernels) and keeps them on the device elsewhere (a host read would synchronise a
+  GPU every call);
+* forms whose speed depends on the machine: a channel Linear as a matrix product, as a 1x1 convolution on the
+  channels-last view, or as a 1x1 convolution on a channels-first copy (timm's form); a depthwise convolution with
+  the library's weight gradient or with the weight gradient as per-sample forward convolutions. The first call of
+  such a layer for a new shape times the candidates (forward, plus backward when gradients are on, on the first
+  samples of the batch) and keeps the fastest, as cuDNN's benchmark mode does; in a distributed run rank 0
+  measures and broadcasts its choice.
 
-The switch: ``MMMETAFORMER_FAST_PATHS=0`` in the environment, or :func:`fast_paths` as a context manager, turns
-every fast path off (plain PyTorch math, same results up to rounding). :func:`fast_paths` can also make CPU tensors
-take the branches of another device (``fast_paths(device='cuda')``), which is how the CPU test suite runs the
-GPU branches.
+Every form computes the same math up to rounding, in at least the precision of timm's expression: fp16/bf16
+products and sums are formed in float32 and rounded once.
+
+Settings, read at every call:
+
+* ``MMMETAFORMER_FAST_PATHS=0`` (or ``off``/``false``) runs the plain math everywhere; ``1``/``on``/``true`` or unset:
+  fast paths on;
+* ``MMMETAFORMER_FAST_PATH_FORMS=channel_linear=linear,depthwise_conv=conv`` forces forms by operation;
+* ``MMMETAFORMER_FAST_PATH_MEASURE=0`` turns the timing off: each measured operation then takes its first form
+  (the plain one), unless forced;
+* :func:`use_fast_paths` overrides all three inside a ``with`` block, and can make CPU tensors take the branches of
+  another device (``use_fast_paths(device='cuda')``: how the CPU test suite runs the GPU branches).
 """
+import math
 import os
+import time
 from contextlib import contextmanager
-from typing import Iterator, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
-from torch.nn.modules import module as module_hooks
+from torch import Tensor
+
+from ...errors import InvalidSettingError
 
 ENV_SWITCH = 'MMMETAFORMER_FAST_PATHS'
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+ENV_FORMS = 'MMMETAFORMER_FAST_PATH_FORMS'
+ENV_MEASURE = 'MMMETAFORMER_FAST_PATH_MEASURE'
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+_TRUE, _FALSE = ('1', 'true', 'on', ''), ('0', 'false', 'off')
+
+# Every operation with more than one form and its forms; the first is the plain PyTorch math.
+FORMS: Dict[str, Tuple[str, ...]] = {
+    'star_relu': ('plain', 'host_scalar', 'device_scalar'),
+    'scaled_residual': ('plain', 'fused'),
+    'channel_linear': ('linear', 'conv_channels_last', 'conv_channels_first'),
+    'depthwise_conv': ('conv', 'weight_grad_as_forward'),
+}
+# Operations whose form is chosen by timing the candidates on the machine (the others follow fixed rules).
+MEASURED = ('channel_linear', 'depthwise_conv')
+# Timing of the candidates: the best of this many interleaved rounds (the first also sets up oneDNN's/cuDNN's
+# kernels for the shape), on the first samples of the batch that hold at least MEASURED_ELEMENTS input elements
+# (at least one sample): the forms' ranking follows the per-sample shape, and start-up stays below a training step.
+ROUNDS = 2
+MEASURED_ELEMENTS = 2 ** 17
+_clock: Callable[[], float] = time.perf_counter
 
 
-def _enabled_by_environment() -> bool:
-    value = os.environ.get(ENV_SWITCH, '1').strip().lower()
-    if value not in ('0', '1', 'false', 'true', 'off', 'on', ''):
-        raise ValueError(f'{ENV_SWITCH} must be 1/on/true or 0/off/false, got {value!r}')
-    return value not in ('0', 'false', 'off')
+# ------------------------------------------------------------------------------------------------------ settings
+def _parse_bool(name: str, value: str) -> bool:
+    value = value.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise InvalidSettingError(f'{name} must be one of {", ".join(v for v in _TRUE + _FALSE if v)} (or empty), '
+                                  f'got {value!r}')
+    return value in _TRUE
 
 
-class _Switch:
-    enabled: bool = _enabled_by_environment()
-    device: Optional[str] = None  # None: each tensor's own device type
+@lru_cache(maxsize=16)
+def _parse_forms(value: str) -> Dict[str, str]:
+    forms = {}
+    for item in filter(None, (part.strip() for part in value.split(','))):
+        operation, _, form = (part.strip() for part in item.partition('='))
+        if operation not in FORMS or form not in FORMS[operation]:
+            accepted = '; '.join(f'{op}={"|".join(names)}' for op, names in FORMS.items())
+            raise InvalidSettingError(f'{ENV_FORMS} takes comma-separated operation=form pairs among: {accepted}; '
+                                      f'got {item!r}')
+        forms[operation] = form
+    return forms
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings in force: fast paths on, the device whose branches run (None: each tensor's), forced forms by
+    operation, whether forms are measured."""
+    enabled: bool = True
+    device: Optional[str] = None
+    forms: Dict[str, str] = field(default_factory=dict)
+    measure: bool = True
+
+
+_override: Dict[str, object] = {}  # what the innermost use_fast_paths() sets, over the environment
+
+
+def current_settings() -> Settings:
+    """The settings in force now: the environment (read at every call), overridden by :func:`use_fast_paths`.
+
+    Raises:
+        InvalidSettingError: an environment variable holds a value that is not accepted (the message lists those
+            that are).
+    """
+    settings = Settings(enabled=_parse_bool(ENV_SWITCH, os.environ.get(ENV_SWITCH, '1')),
+                        forms=_parse_forms(os.environ.get(ENV_FORMS, '')),
+                        measure=_parse_bool(ENV_MEASURE, os.environ.get(ENV_MEASURE, '1')))
+    if not _override:
+        return settings
+    forms = {**settings.forms, **_override.get('forms', {})}
+    return replace(settings, **{**_override, 'forms': forms})
 
 
 def fast_paths_enabled() -> bool:
-    """Whether the fast paths are on (``MMMETAFORMER_FAST_PATHS``, or the innermost :func:`fast_paths`)."""
-    return _Switch.enabled
+    """Whether the fast paths are on (``MMMETAFORMER_FAST_PATHS``, or the innermost :func:`use_fast_paths`)."""
+    return current_settings().enabled
 
 
 @contextmanager
-def fast_paths(enabled: bool = True, device: Optional[str] = None) -> Iterator[None]:
-    """Turn the fast paths on or off inside a ``with`` block (the previous setting comes back afterwards).
+def use_fast_paths(enabled: bool = True, device: Optional[str] = None, forms: Optional[Dict[str, str]] = None,
+                   measure: Optional[bool] = None) -> Iterator[None]:
+    """Set the fast paths inside a ``with`` block (the previous settings come back afterwards).
 
     Args:
         enabled: False runs the plain PyTorch math everywhere.
         device: take the branches of this device type (``'cpu'`` or ``'cuda'``) whatever device the tensors are
-            on; None (default) follows each tensor. Meant for tests: ``fast_paths(device='cuda')`` runs the GPU
-            branches on the CPU.
+            on; None (default) follows each tensor. ``use_fast_paths(device='cuda')`` runs the GPU branches on the
+            CPU (how the tests cover them).
+        forms: force forms by operation, e.g. ``{'channel_linear': 'conv_channels_first'}`` (names in
+            :data:`FORMS`); a forced form applies wherever it computes the same math, the others are chosen as
+            usual.
+        measure: False: no timing, each measured operation takes its first form unless forced; None: as the
+            environment says.
 
     Example:
-        >>> with fast_paths(False):
+        >>> with use_fast_paths(False):
         ...     loss = model(images).sum()  # plain PyTorch math
     """
     if device not in (None, 'cpu', 'cuda'):
-        raise ValueError(f"device must be None, 'cpu' or 'cuda', got {device!r}")
-    previous = _Switch.enabled, _Switch.device
-    _Switch.enabled, _Switch.device = bool(enabled), device
+        raise InvalidSettingError(f"device must be None, 'cpu' or 'cuda', got {device!r}")
+    for operation, form in (forms or {}).items():
+        if form not in FORMS.get(operation, ()):
+            raise InvalidSettingError(f'unknown form {operation}={form}; the forms are {FORMS}')
+    global _override
+    previous = _override
+    _override = {**previous, 'enabled': bool(enabled), 'device': device,
+                 'forms': {**previous.get('forms', {}), **(forms or {})}}
+    if measure is not None:
+        _override['measure'] = bool(measure)
     try:
         yield
     finally:
-        _Switch.enabled, _Switch.device = previous
+        _override = previous
 
 
-def _on_cpu(x: Tensor) -> bool:
-    """Whether ``x`` takes the CPU branches (its device, unless :func:`fast_paths` names another)."""
-    return (_Switch.device or x.device.type) == 'cpu'
+# ------------------------------------------------------------------------------------------------------ dispatch
+_measured: Dict[tuple, str] = {}
 
 
-def _hand_written_autograd() -> bool:
-    """Whether the autograd Functions apply: fast paths on, gradients wanted, eager mode."""
-    return _Switch.enabled and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+def measured_forms() -> Dict[tuple, str]:
+    """The forms chosen by timing so far: ``(operation, device, dtype, autocast dtype, grad, shapes) -> form``."""
+    return dict(_measured)
+
+
+def forget_measured_forms() -> None:
+    """Drop the timed choices: the next call of each layer measures again."""
+    _measured.clear()
+
+
+def _device_type(x: Tensor, settings: Settings) -> str:
+    return settings.device or x.device.type
+
+
+def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+
+
+def _conv_math_equals_matmul_math(x: Tensor, device: str) -> bool:
+    """Whether a 1x1 convolution computes a float32 Linear in the precision of the matrix product. On a GPU, cuDNN
+    convolutions use TF32 unless ``torch.backends.cudnn.allow_tf32`` is off, and matrix products only when
+    ``torch.backends.cuda.matmul.allow_tf32`` (``torch.set_float32_matmul_precision``) allows it: the conv form is
+    a candidate only where both settings agree, so float32 follows the user's choice for the matrix product."""
+    if device == 'cpu' or x.dtype != torch.float32 or _autocast_dtype(x) is not None:
+        return True
+    return torch.backends.cudnn.allow_tf32 == torch.backends.cuda.matmul.allow_tf32
+
+
+def _candidates(operation: str, x: Tensor, settings: Settings) -> Sequence[str]:
+    """The forms of ``operation`` that compute the same math for this call, the fixed rule's choice first."""
+    plain = FORMS[operation][0]
+    if not settings.enabled or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return (plain, )  # the compiler fuses the plain math itself; a traced (ONNX) graph holds the official ops
+    device = _device_type(x, settings)
+    if operation == 'star_relu':
+        own = 'host_scalar' if device == 'cpu' else 'device_scalar'
+        return (own, ) + tuple(form for form in FORMS[operation] if form != own)
+    if operation == 'scaled_residual':
+        return ('fused', plain)
+    if operation == 'channel_linear':
+        return FORMS[operation] if x.dim() == 4 and _conv_math_equals_matmul_math(x, device) else (plain, )
+    if operation == 'depthwise_conv':  # the per-sample weight gradient: float32 eager training on the CPU
+        if (device == 'cpu' and torch.is_grad_enabled() and x.dtype == torch.float32
+                and _autocast_dtype(x) is None):
+            return FORMS[operation]
+        return (plain, )
+    raise KeyError(operation)
+
+
+def choose_form(operation: str, x: Tensor, *args) -> str:
+    """The form that ``operation`` (a key of :data:`FORMS`) takes for input ``x``: the one place where the math
+    branches on the device, the dtype, the layout, autocast, gradient mode or the compiler.
+
+    Among the forms that compute the same math here, a form forced by :func:`use_fast_paths` or
+    ``MMMETAFORMER_FAST_PATH_FORMS`` wins; then, for a measured operation (:data:`MEASURED`), the fastest form timed
+    on the first call with these dtypes, shapes and layout (``args``: the layer's other arguments, as its forms
+    take them); otherwise the fixed rule's choice.
+    """
+    settings = current_settings()
+    candidates = _candidates(operation, x, settings)
+    forced = settings.forms.get(operation)
+    if forced in candidates:
+        return forced
+    if len(candidates) == 1 or operation not in MEASURED:
+        return candidates[0]
+    if not settings.measure:
+        return FORMS[operation][0]
+    key = _measurement_key(operation, x, args, settings)
+    form = _measured.get(key)
+    if form is None:
+        form = _measured[key] = _agreed_across_ranks(
+            lambda: _fastest(candidates, FORM_FUNCTIONS[operation], x, args))
+    return form
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
+
+
+def _measurement_key(operation: str, x: Tensor, args: tuple, settings: Settings) -> tuple:
+    tensors = [t for t in (x, ) + args if isinstance(t, Tensor)]
+    # In a distributed run the ranks may see other image sizes (detection): the key keeps only the layer's own
+    # shapes, so every rank reaches the same keys in the same order and takes part in each broadcast.
+    shapes = tuple(tuple(t.shape) for t in tensors[1:]) if _distributed() else \
+        tuple((tuple(t.shape), t.stride()) for t in tensors)
+    return (operation, _device_type(x, settings), x.dtype, _autocast_dtype(x), torch.is_grad_enabled(), shapes)
+
+
+def _agreed_across_ranks(measure: Callable[[], str]) -> str:
+    """``measure()`` on rank 0, broadcast to every rank of an initialised process group (so all ranks compute
+    alike); ``measure()`` itself outside a distributed run."""
+    if not _distributed():
+        return measure()
+    choice = [measure() if torch.distributed.get_rank() == 0 else None]
+    torch.distributed.broadcast_object_list(choice, src=0)
+    return choice[0]
+
+
+def _fastest(forms: Sequence[str], functions: Dict[str, Callable], x: Tensor, args: tuple) -> str:
+    """The form whose call (with its backward when gradients are on) takes the least time on the first samples of
+    these inputs: the best of :data:`ROUNDS` interleaved rounds; a tie goes to the earlier form."""
+    grad = torch.is_grad_enabled()
+    samples = min(x.shape[0], max(1, math.ceil(MEASURED_ELEMENTS / max(x[:1].numel(), 1))))
+    inputs = [t.detach().requires_grad_(grad and t.is_floating_point()) if isinstance(t, Tensor) else t
+              for t in (x[:samples], ) + tuple(args)]
+    leaves = [t for t in inputs if isinstance(t, Tensor) and t.requires_grad]
+    best = {form: math.inf for form in forms}
+    for _ in range(ROUNDS):
+        for form in forms:
+            _synchronize(x)
+            start = _clock()
+            out = functions[form](*inputs)
+            if leaves:
+                torch.autograd.grad(out, leaves, torch.ones_like(out))
+            _synchronize(x)
+            best[form] = min(best[form], _clock() - start)
+    return min(forms, key=lambda form: best[form])
+
+
+def _synchronize(x: Tensor) -> None:
+    if x.device.type == 'cuda':
+        torch.cuda.synchronize(x.device)
 
 
 # ------------------------------------------------------------------------------------------------------ StarReLU
+def _differentiable_once(backward: Callable) -> Callable:
+    """Mark a hand-written backward that is not differentiable again: asking for its graph (``create_graph=True``,
+    the first step of a second derivative) raises an error that names the way out, instead of giving a gradient
+    whose own derivative would be silently wrong."""
+
+    def checked(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                f'{type(ctx).__name__[:-len("Backward")]} (mmmetaformer fast paths) is differentiable once: for a '
+                f'second derivative (create_graph=True) run the plain math, with use_fast_paths(False) or '
+                f'{ENV_SWITCH}=0')
+        return backward(ctx, *grads)
+    return checked
+
+
+def _wide_dtype(*tensors: Tensor) -> torch.dtype:
+    """The dtype in which products of these tensors are formed: their promotion, at least float32."""
+    dtype = torch.float32
+    for tensor in tensors:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    return dtype
+
+
+def _star_relu_from_relu(relu: Tensor, scale: Tensor, bias: Tensor, host_scalar: bool,
+                         out: Optional[Tensor] = None) -> Tensor:
+    """``scale * relu ** 2 + bias`` written in ``relu``'s dtype (into ``out``, which may be ``relu``), computed
+    in float32 or wider and rounded once: no overflow where the result fits, the scale and bias never rounded to
+    fp16/bf16."""
+    out = torch.empty_like(relu) if out is None else out
+    if host_scalar:  # one pass with a host scalar (the kernel computes fp16/bf16 in float32)
+        return torch.addcmul(bias, relu, relu, value=scale.item(), out=out)
+    scaled = relu * scale if relu.dtype == _wide_dtype(relu, scale) else relu.to(_wide_dtype(relu, scale)) * scale
+    return torch.addcmul(bias, relu, scaled, out=out)
+
+
 def _sum_of_products(a: Tensor, b: Tensor) -> Tensor:
-    """``(a * b).sum()`` without the product tensor, accumulated in at least float32: a scalar gradient sums a
-    whole activation, which overflows in loss-scaled fp16. ``a`` and ``b`` may differ in dtype (autocast)."""
-    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    """``(a * b).sum()`` without the product tensor, in at least float32."""
+    dtype = _wide_dtype(a, b)
     return torch.dot(a.reshape(-1).to(dtype), b.reshape(-1).to(dtype))
 
 
-def _star_relu_grads(grad: Tensor, relu: Tensor, scale: Tensor, needs_input_grad: tuple):
+def _star_relu_grads(grad: Tensor, relu: Tensor, scale: Tensor, needs_input_grad: Sequence[bool],
+                     host_scalar: bool):
     """Gradients of ``scale * relu ** 2 + bias`` for its input, ``scale`` and ``bias`` from the saved ``relu``:
-    d/dx = 2 * scale * grad * relu, d/dscale = sum(grad * relu^2), d/dbias = sum(grad)."""
-    need_x, need_scale, need_bias = needs_input_grad
-    twice_scale = 2 * scale.item() if _on_cpu(relu) else 0.0  # a host scalar costs a device sync on a GPU
-    if twice_scale != 0.0:  # 2 * scale * grad * relu in one pass
-        grad_x = torch.addcmul(grad.new_zeros(()), grad, relu, value=twice_scale)
-        grad_scale = _sum_of_products(grad_x, relu).div_(twice_scale) if need_scale else None
-    else:
-        grad_relu = grad * relu
-        grad_scale = _sum_of_products(grad_relu, relu) if need_scale else None
-        grad_x = grad_relu.mul_(2 * scale)
-    grad_scale = grad_scale.reshape(1).to(scale.dtype) if need_scale else None
-    grad_bias = grad.sum(dtype=torch.promote_types(grad.dtype, torch.float32)).reshape(1).to(scale.dtype) \
-        if need_bias else None
-    return (grad_x.to(relu.dtype) if need_x else None), grad_scale, grad_bias
-
-
-def _star_relu_from_relu(relu: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
-    """``scale * relu ** 2 + bias`` in ``relu``'s dtype. Not ``square``: CUDA autocast runs it as ``pow`` in float32,
-    which would double the size of the widest activation of the block."""
-    bias = bias.to(relu.dtype)
-    if _on_cpu(relu):  # one pass with a host scalar
-        return torch.addcmul(bias, relu, relu, value=scale.item())
-    return torch.addcmul(bias, relu, relu * scale.to(relu.dtype))
+    d/dx = 2 * scale * grad * relu, d/dscale = sum(grad * relu^2), d/dbias = sum(grad). ``grad * relu`` is formed in
+    float32 (or wider) and scaled there: a loss-scaled fp16 gradient times an activation overflows fp16, and the
+    scale's gradient is summed from it without dividing by the scale."""
+    need_x, need_scale, need_bias = needs_input_grad[:3]
+    wide = _wide_dtype(grad, relu)
+    grad_relu = grad * relu if grad.dtype == wide else grad.to(wide).mul_(relu)
+    grad_scale = _sum_of_products(grad_relu, relu).reshape(1).to(scale.dtype) if need_scale else None
+    grad_bias = grad.sum(dtype=wide).reshape(1).to(scale.dtype) if need_bias else None
+    grad_x = None
+    if need_x:
+        grad_x = grad_relu.mul_(2 * scale.item() if host_scalar else 2 * scale.to(wide)).to(relu.dtype)
+    return grad_x, grad_scale, grad_bias
 
 
 class _StarReLUFunction(torch.autograd.Function):
     """StarReLU that keeps ``relu(x)`` for the backward instead of ``x`` and the square (``x`` is freed): one saved
-    tensor instead of autograd's two."""
+    tensor instead of autograd's two. Differentiable once: a second derivative would need ``x``, so asking for one
+    raises an error (the plain math, ``use_fast_paths(False)``, has it)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, scale: Tensor, bias: Tensor, host_scalar: bool) -> Tensor:
         relu = torch.relu(x)
         ctx.save_for_backward(relu, scale)
-        return _star_relu_from_relu(relu, scale, bias)
+        ctx.host_scalar = host_scalar
+        return _star_relu_from_relu(relu, scale, bias, host_scalar)
 
     @staticmethod
+    @_differentiable_once
     def backward(ctx, grad: Tensor):
         relu, scale = ctx.saved_tensors
-        return _star_relu_grads(grad, relu, scale, ctx.needs_input_grad)
+        return _star_relu_grads(grad, relu, scale, ctx.needs_input_grad, ctx.host_scalar) + (None, )
 
 
 def star_relu(x: Tensor, scale: Tensor, bias: Tensor, inplace: bool = False) -> Tensor:
     """``scale * relu(x) ** 2 + bias``. Without autograd and with ``inplace=True`` the result overwrites ``x``."""
-    if not _Switch.enabled or torch.compiler.is_compiling():
-        return scale * torch.relu(x).square() + bias
-    if not torch.is_grad_enabled():
-        out = x.relu_() if inplace else torch.relu(x)
-        return out.square_().mul_(scale).add_(bias)
-    return _StarReLUFunction.apply(x, scale, bias)
-
-
-class _LinearStarReLUFunction(torch.autograd.Function):
-    """``StarReLU(linear(x))`` for float32 training on the CPU. The ReLU overwrites the fresh product in place
-    (the pre-activation is never needed again), which saves allocating and writing another tensor the size of
-    the block's widest activation; the backward is the same math as ``F.linear`` then :class:`_StarReLUFunction`.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], scale: Tensor, act_bias: Tensor) -> Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        relu = (rows.mm(weight.t()) if bias is None else torch.addmm(bias, rows, weight.t())).relu_()
-        ctx.save_for_backward(rows, weight, relu, scale)
-        ctx.input_shape = x.shape
-        return _star_relu_from_relu(relu, scale, act_bias).reshape(*x.shape[:-1], weight.shape[0])
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        rows, weight, relu, scale = ctx.saved_tensors
-        need_x, need_weight, need_bias, need_scale, need_act_bias = ctx.needs_input_grad
-        grad_pre, grad_scale, grad_act_bias = _star_relu_grads(
-            grad.reshape(relu.shape), relu, scale, (need_x or need_weight or need_bias, need_scale, need_act_bias))
-        grad_x = grad_pre.mm(weight).reshape(ctx.input_shape) if need_x else None
-        grad_weight = grad_pre.t().mm(rows) if need_weight else None
-        grad_bias = grad_pre.sum(0) if need_bias else None
-        return grad_x, grad_weight, grad_bias, grad_scale, grad_act_bias
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks)
-
-
-def _has_global_module_hooks() -> bool:
-    return bool(module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks
-                or module_hooks._global_backward_hooks or module_hooks._global_backward_pre_hooks)
-
-
-def _cpu_fp32_training(x: Tensor, weight: Tensor) -> bool:
-    """Whether the CPU-only training Functions apply: fast paths on, float32 eager autograd on the CPU (autocast
-    keeps the plain ops)."""
-    return (_hand_written_autograd() and _on_cpu(x) and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not torch.is_autocast_enabled(x.device.type))
-
-
-def fuses_linear_star_relu(x: Tensor, linear: nn.Linear, act: nn.Module) -> bool:
-    """Whether ``act(linear(x))`` runs as one fused Function (float32 CPU training; ``act`` must be a StarReLU).
-
-    Hooked modules (Grad-CAM targets, feature recorders) must see their own calls, so hooks turn the fusion off.
-    """
-    return (_cpu_fp32_training(x, linear.weight) and not _has_hooks(linear) and not _has_hooks(act)
-            and not _has_global_module_hooks())
-
-
-def linear_star_relu(x: Tensor, linear: nn.Linear, scale: Tensor, act_bias: Tensor) -> Tensor:
-    """``scale * relu(linear(x)) ** 2 + act_bias`` as one autograd Function (see :func:`fuses_linear_star_relu`)."""
-    return _LinearStarReLUFunction.apply(x, linear.weight, linear.bias, scale, act_bias)
+    form = choose_form('star_relu', x)
+    if form == 'plain':
+        return scale * torch.relu(x) ** 2 + bias
+    host_scalar = form == 'host_scalar'
+    if torch.is_grad_enabled():
+        return _StarReLUFunction.apply(x, scale, bias, host_scalar)
+    relu = x.relu_() if inplace else torch.relu(x)
+    return _star_relu_from_relu(relu, scale, bias, host_scalar, out=relu)
 
 
 # ------------------------------------------------------------------------------------------------ scaled residual
 class _ScaledResidualFunction(torch.autograd.Function):
     """``x * res_scale + branch * layer_scale`` (either scale may be None) with one output allocation; saves only
-    the inputs that the scales' gradients need."""
+    the inputs that the scales' gradients need. Its backward is made of differentiable operations on the saved
+    inputs, so a double backward is correct."""
 
     @staticmethod
     def forward(ctx, x: Tensor, branch: Tensor, layer_scale: Optional[Tensor], res_scale: Optional[Tensor]) -> Tensor:
@@ -236,8 +418,9 @@ class _ScaledResidualFunction(torch.autograd.Function):
 
 
 def _sum_over_all_but_channels(grad: Tensor, x: Tensor) -> Tensor:
-    dtype = torch.promote_types(torch.promote_types(grad.dtype, x.dtype), torch.float32)
-    return (grad * x).reshape(-1, x.shape[-1]).sum(0, dtype=dtype)
+    """``(grad * x)`` summed over every axis but the last, the product formed in at least float32."""
+    wide = _wide_dtype(grad, x)
+    return (grad.to(wide) * x).reshape(-1, x.shape[-1]).sum(0)
 
 
 def scaled_residual(x: Tensor, branch: Tensor, layer_scale: Optional[Tensor], res_scale: Optional[Tensor]) -> Tensor:
@@ -248,7 +431,7 @@ def scaled_residual(x: Tensor, branch: Tensor, layer_scale: Optional[Tensor], re
     """
     if layer_scale is None and res_scale is None:
         return x + branch
-    if not _Switch.enabled or torch.compiler.is_compiling():
+    if choose_form('scaled_residual', x) == 'plain':
         return (x if res_scale is None else x * res_scale) + (branch if layer_scale is None else branch * layer_scale)
     if torch.is_grad_enabled():
         return _ScaledResidualFunction.apply(x, branch, layer_scale, res_scale)
@@ -261,35 +444,28 @@ def scaled_residual(x: Tensor, branch: Tensor, layer_scale: Optional[Tensor], re
 
 
 # ------------------------------------------------------------------------------------------------ channel layers
-NARROW_CHANNELS = 64
+def _linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    return F.linear(x, weight, bias)
 
 
-def channel_linear(x: Tensor, linear: nn.Linear) -> Tensor:
-    """A Linear over the last axis of a (B, H, W, C) tensor, as a 1x1 convolution on the channels-last view where
-    that is faster.
-
-    On the CPU, where oneDNN beats the matrix product: in inference always (10-20% faster), in training only for
-    layers with a side of at most ``NARROW_CHANNELS`` channels (the tall-skinny products of the first stage, which
-    then trains 5-6% faster; for wider layers the matrix product's backward wins). On a GPU, in float32 without
-    autocast, where cuDNN may use TF32 (see :func:`_conv_runs_tf32_on_gpu`).
-    """
-    if _Switch.enabled and x.dim() == 4 and not torch.compiler.is_compiling() and (
-            _conv_beats_linear_on_cpu(x, linear) if _on_cpu(x) else _conv_runs_tf32_on_gpu(x)):
-        weight = linear.weight[:, :, None, None]
-        return F.conv2d(x.permute(0, 3, 1, 2), weight, linear.bias).permute(0, 2, 3, 1)
-    return F.linear(x, linear.weight, linear.bias)
+def _conv_channels_last(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """The Linear as a 1x1 convolution of the (B, C, H, W) view of the (B, H, W, C) tensor (no copy)."""
+    return F.conv2d(x.permute(0, 3, 1, 2), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
 
 
-def _conv_beats_linear_on_cpu(x: Tensor, linear: nn.Linear) -> bool:
-    return not torch.is_grad_enabled() or min(linear.in_features, linear.out_features) <= NARROW_CHANNELS
+def _conv_channels_first(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """The Linear as a 1x1 convolution of a channels-first (NCHW-contiguous) copy, timm's form of these layers.
+    The result is copied back to the (B, H, W, C) layout of the other forms: an NCHW-strided result would slow the
+    following layers (a depthwise convolution, a norm) in ways the timing of this layer does not see."""
+    out = F.conv2d(x.permute(0, 3, 1, 2).contiguous(), weight[:, :, None, None], bias)
+    return out.permute(0, 2, 3, 1).contiguous()
 
 
-def _conv_runs_tf32_on_gpu(x: Tensor) -> bool:
-    """float32 on a GPU: PyTorch's defaults let cuDNN convolutions use TF32 tensor cores but not matrix products,
-    so a 1x1 convolution is the faster form of the same Linear (the form timm's models take). Follows the two
-    settings: with ``torch.backends.cudnn.allow_tf32 = False`` (or TF32 matrix products allowed) it is a Linear."""
-    return (x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
-            and torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32)
+def channel_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """A Linear over the last axis of a (B, H, W, C) tensor, in the form :func:`choose_form` picks: a matrix
+    product, or a 1x1 convolution (channels-last view or channels-first copy) where that is faster and computes
+    the same math (on a GPU in float32 only where the TF32 settings of convolutions and matrix products agree)."""
+    return FORM_FUNCTIONS['channel_linear'][choose_form('channel_linear', x, weight, bias)](x, weight, bias)
 
 
 class _DepthwiseConvFunction(torch.autograd.Function):
@@ -309,14 +485,14 @@ class _DepthwiseConvFunction(torch.autograd.Function):
         return F.conv2d(x, weight, bias, padding=padding, groups=weight.shape[0])
 
     @staticmethod
-    @once_differentiable
+    @_differentiable_once
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad = grad.contiguous(memory_format=torch.channels_last)
         channels, padding = weight.shape[0], ctx.padding
-        grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], list(padding), [1, 1], False,
-                                                     [0, 0], channels, [True, False, False])[0] if need_x else None
+        grad_x = torch.nn.grad.conv2d_input(x.shape, weight, grad, padding=padding, groups=channels) \
+            if need_x else None
         grad_weight = None
         if need_weight:
             for sample in range(x.shape[0]):  # x[i] convolved with grad[i] as a (C, 1, H, W) kernel: (1, C, k, k)
@@ -327,9 +503,20 @@ class _DepthwiseConvFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None
 
 
-def depthwise_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """A stride-1 depthwise ``conv`` on an NCHW(-strided) tensor; float32 CPU training takes the faster weight
-    gradient of :class:`_DepthwiseConvFunction`, everything else ``nn.Conv2d``'s own forward."""
-    if _cpu_fp32_training(x, conv.weight):
-        return _DepthwiseConvFunction.apply(x, conv.weight, conv.bias, conv.padding)
-    return conv._conv_forward(x, conv.weight, conv.bias)
+def _depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Tuple[int, int]) -> Tensor:
+    return F.conv2d(x, weight, bias, padding=padding, groups=weight.shape[0])
+
+
+def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Tuple[int, int]) -> Tensor:
+    """A stride-1 depthwise convolution of an NCHW(-strided) tensor in the form :func:`choose_form` picks
+    (float32 CPU training may take the per-sample weight gradient of :class:`_DepthwiseConvFunction`)."""
+    form = choose_form('depthwise_conv', x, weight, bias, padding)
+    return FORM_FUNCTIONS['depthwise_conv'][form](x, weight, bias, padding)
+
+
+# The function of each timed form, called with the layer's arguments.
+FORM_FUNCTIONS: Dict[str, Dict[str, Callable[..., Tensor]]] = {
+    'channel_linear': {'linear': _linear, 'conv_channels_last': _conv_channels_last,
+                       'conv_channels_first': _conv_channels_first},
+    'depthwise_conv': {'conv': _depthwise_conv, 'weight_grad_as_forward': _DepthwiseConvFunction.apply},
+}

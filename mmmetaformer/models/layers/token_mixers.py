@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...registry import MODELS
-from .blocks import ChannelLinear, DepthwiseConv2d, StarReLU, linear_act
+from .blocks import ChannelLinear, DepthwiseConv2d, StarReLU
 
 
 @MODELS.register_module()
@@ -58,7 +58,7 @@ class SepConv(nn.Module):
         self.pwconv2 = ChannelLinear(hidden, dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = linear_act(x, self.pwconv1, self.act1)
+        x = self.act1(self.pwconv1(x))
         x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.pwconv2(x)
 
