@@ -61,16 +61,18 @@ def test_tool_prints_a_row():
     result = run_tool(['tools/benchmark.py', '--modes', 'train', '--models', 'poolformer_s12', '--device', 'cpu',
                        '--batch-size', '1', '--size', '64', '--iters', '1', '--warmup', '0', '--no-memory'])
     row, = [line.split() for line in result.stdout.splitlines() if line.startswith('poolformer_s12')]
-    # model, mode, setting (words), reference, ours img/s, reference img/s, ratio, two peak memories ('-': not measured)
-    (model, mode), (reference, ours, theirs, ratio) = row[:2], row[-6:-2]
-    assert (model, mode, reference) == ('poolformer_s12', 'train', 'timm')
+    # model, mode, setting (words), reference, ours img/s, reference img/s, ratio, two peak memories ('-': not
+    # measured), the fp32 math of each side
+    (model, mode), (reference, ours, theirs, ratio), math = row[:2], row[-7:-3], row[-1]
+    assert (model, mode, reference, math) == ('poolformer_s12', 'train', 'timm', 'ieee/ieee')
     assert float(ours) > 0 and float(theirs) > 0
     assert_ratio_of_rounded(float(ours), float(theirs), float(ratio.rstrip('x')), 0.01)
 
 
-# The end of a printed row: ours and the reference in img/s, their ratio, the two peak memories in MiB ('-': none).
+# The end of a printed row: ours and the reference in img/s, their ratio, the two peak memories in MiB ('-': none),
+# the fp32 math of each side.
 NUMBERS = re.compile(r'\s(?P<ours>[\d.]+)\s+(?P<reference>[\d.]+)\s+(?P<ratio>[\d.]+)x\s+(?P<ours_mb>\S+)\s+'
-                     r'(?P<reference_mb>\S+)$')
+                     r'(?P<reference_mb>\S+)\s+(?P<math>-|(?:ieee|tf32)/(?:ieee|tf32))$')
 TINY_TOOL = ['--device', 'cpu', '--batch-size', '1', '--size', '32', '--whole-size', '32', '32', '--iters', '1',
              '--warmup', '0']
 
