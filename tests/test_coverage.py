@@ -38,7 +38,7 @@ def test_coverage_script_measures_child_processes_and_reports_the_package(tmp_pa
     assert re.search(r'^mmmetaformer/utils/stack\.py\s+\d+\s+\d+\s+\d+%', result.stdout, re.M), result.stdout
     stack_file = os.path.join(ROOT, 'mmmetaformer', 'utils', 'stack.py')
     printing = 1 + next(number for number, line in enumerate(open(stack_file).read().splitlines())
-                        if "print('\\n'.join(requirements(args.group)))" in line)
+                        if "print('\\n'.join(requirements(args.group, args.torch)))" in line)
     measured = coverage.CoverageData(basename=str(data))
     measured.read()
     assert printing in measured.lines(stack_file)  # run in the child process only

@@ -156,8 +156,8 @@ def mismatched_pins(names: Optional[List[str]] = None) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``requirements GROUP [--torch VERSION]``: print the group's pip requirements, one a line; ``check [NAME ...]``: exit 1 (listing
-    them) if pinned packages are missing or at other versions."""
+    """``requirements GROUP [--torch VERSION]``: print the group's pip requirements, one a line;
+    ``check [NAME ...]``: exit 1 (listing them) if pinned packages are missing or at other versions."""
     parser = argparse.ArgumentParser(description='The pinned versions of the stack (tools/install.sh reads them).')
     commands = parser.add_subparsers(dest='command', required=True)
     requirements_parser = commands.add_parser('requirements')

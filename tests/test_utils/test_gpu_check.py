@@ -37,7 +37,7 @@ def test_gpu_check_help_shows_its_usage(tmp_path):
     result = gpu_check('--help')
     assert result.returncode == 0
     usage = result.stdout.splitlines()
-    assert usage[0].startswith('# The GPU checks in one command') and len(usage) == 8
+    assert usage[0].startswith('# The GPU checks in one command') and len(usage) == 11
     assert any('--wheels DIR' in line for line in usage) and any('--log FILE --quick' in line for line in usage)
 
 

@@ -110,9 +110,10 @@ def test_model_zoo_tool_checks_rewrites_and_reports(tmp_path, monkeypatch):
     assert changed != published
     readme.write_text(changed)
     assert run_tool_here(['tools/model_zoo.py', '--check'], status=1) == (
-        'configs/mmpretrain/README.md: table differs from its metafile\n')
+        'configs/mmpretrain/README.md: differs from what it is generated from\n')
     assert readme.read_text() == changed
-    assert run_tool_here(['tools/model_zoo.py']) == 'configs/mmpretrain/README.md: table rewritten from its metafile\n'
+    assert run_tool_here(['tools/model_zoo.py']) == (
+        'configs/mmpretrain/README.md: rewritten from what it is generated from\n')
     assert readme.read_text() == published
     assert run_tool_here(['tools/model_zoo.py', '--check']) == ''
     (tmp_path / 'configs/mmdet/retinanet_new_1x.py').write_text("_base_ = './retinanet_poolformer_s12_1x.py'\n")

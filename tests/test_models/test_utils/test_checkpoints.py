@@ -347,7 +347,7 @@ def test_convert_checkpoint_tool_on_the_timm_mmpretrain_and_own_layouts(tmp_ckpt
             first, second = (torch.load(path, map_location='cpu')['state_dict'] for path in (dst, again))
             assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     # a custom depth matches no published size; a tensor of no model is named and dropped
-    custom = mmf.PoolFormer(arch=dict(mmf.PoolFormer.arch_zoo['s12'], depths=[1, 1, 1, 1], dims=[8, 16, 32, 64]))
+    custom = mmf.PoolFormer(arch=dict(mmf.PoolFormer.arch_settings['s12'], depths=[1, 1, 1, 1], dims=[8, 16, 32, 64]))
     state = dict(custom.state_dict(), **{'ema.step': torch.tensor(3)})
     printed = run_tool_here(['tools/convert_checkpoint.py', tmp_ckpt(state, 'custom.pth'), str(tmp_path / 'c.pth')])
     assert 'warning: the backbone matches none of the published sizes (a custom arch?)' in printed
