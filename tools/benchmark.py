@@ -6,15 +6,17 @@
     python tools/benchmark.py --modes whole --whole-models retinanet --whole-size 512 640 --compile
     python tools/benchmark.py --onnx                   # onnxruntime vs PyTorch: classifier, segmentor, detector
     python tools/benchmark.py --device cuda --modes dense --models caformer_s18   # four stages, 2x3x800x1333
+    python tools/benchmark.py --modes startup --device cpu   # form timing at start-up against a training step
 
 Modes: ``inference`` and ``train`` compare backbones with timm (same weights; a training step is forward, backward
 and AdamW); ``dense`` compares the four-stage training step at the detectors' input size (2x3x800x1333 unless
 ``--whole-size``) with timm's ``features_only`` model; ``whole`` compares whole detectors/segmentors
 (``--whole-models``, at their published input sizes unless ``--whole-size``) with the same model on mmpretrain's
-PoolFormer. The two sides alternate in one process and the median step is reported, with each side's peak memory
-during a step. ``--compile`` adds torch.compile rows, ``--compile-blocks`` rows of our backbone with
-``compile_blocks=True`` against eager timm; on a GPU, fp16 and bf16 autocast rows run channels-last. See
-``mmmetaformer/apis/benchmark.py``.
+PoolFormer; ``startup`` compares the time our first training step spends timing the fast paths' forms with one
+training step (``--models``; a ratio above 1: less than one step). The two sides alternate in one process and the
+median step is reported, with each side's peak memory during a step. ``--compile`` adds torch.compile rows,
+``--compile-blocks`` rows of our backbone with ``compile_blocks=True`` against eager timm; on a GPU, fp16 and bf16
+autocast rows run channels-last. See ``mmmetaformer/apis/benchmark.py``.
 """
 import argparse
 

@@ -1,11 +1,15 @@
 """Side-by-side speed and memory of mmmetaformer against other implementations of the same models.
 
-Two kinds of comparison, each a *mode* in :data:`MODES`:
+The comparisons, each a *mode* in :data:`MODES`:
 
 - backbones (``inference``, ``train``): ours beside timm's implementation of the same model, from the same weights;
   both compute the four stages (timm ``forward_features``, ours ``out_indices=(3,)`` without output norm);
-- whole mm models (``detector``, ``segmentor``): RetinaNet / Mask R-CNN / Semantic FPN with our PoolFormer beside the
-  same config with mmpretrain's ``PoolFormer`` backbone, with identical weights (mmpretrain's are converted to ours).
+- ``dense``: the backbones' training step with all four stage outputs at the detectors' input size (timm
+  ``features_only``);
+- ``whole``: RetinaNet / Mask R-CNN / Semantic FPN with our PoolFormer beside the same config with mmpretrain's
+  ``PoolFormer`` backbone, with identical weights (mmpretrain's are converted to ours);
+- ``startup``: the time the fast paths spend timing their forms in our first training step, beside one training
+  step.
 
 A training step is forward, loss, backward and an AdamW step. The two sides' steps alternate in one process, so
 drifting machine load hits both alike, and the median step time is reported. Peak memory is the most memory that
@@ -16,6 +20,7 @@ A new mode is a function ``(options, setting) -> rows`` registered in :data:`MOD
 :func:`median_step_times`, :func:`peak_memory_mb` and :func:`compare`.
 """
 import copy
+import math
 import statistics
 import time
 from contextlib import nullcontext
@@ -265,6 +270,25 @@ def backbone_rows(options: Options, setting: Setting, train: bool) -> Iterator[R
         yield compare(name, 'train' if train else 'inference', setting, 'timm', steps, options.batch_size, options)
 
 
+def startup_rows(options: Options, setting: Setting) -> Iterator[Row]:
+    """The start-up cost of the fast paths' form timing against a training step of our backbone: ``ours`` is the
+    batch over the seconds that choosing the measured forms took in the first training step (fresh choices),
+    ``one step`` the batch over the median training step afterwards. A ratio above 1: the timing cost less than
+    one step (``inf``: nothing was timed, e.g. with ``MMMETAFORMER_FAST_PATH_MEASURE=0``)."""
+    from ..models.layers import fast_paths
+    for name in options.models:
+        ours = _prepare(build_backbone_pair(name, setting.compile_blocks)[0], setting)
+        x = torch.randn(options.batch_size, 3, options.size, options.size, device=setting.device)
+        forward = _maybe_compile(ours, setting)
+        step = training_step(ours, lambda: forward(x)[0].float().mean(), setting)
+        fast_paths.forget_measured_forms()
+        step()
+        measuring = fast_paths.measuring_seconds()
+        seconds = median_step_times({'ours': step}, options.iters, options.warmup, setting.device)['ours']
+        yield Row(name, 'startup', setting, 'one step', options.batch_size / measuring if measuring else math.inf,
+                  options.batch_size / seconds)
+
+
 def dense_rows(options: Options, setting: Setting) -> Iterator[Row]:
     """Training steps of the four stage outputs (with our output norms; timm ``features_only``) of a
     ``DENSE_BATCH`` x 3 x 800 x 1333 batch: the backbone's work in a detector at the published input size. Both
@@ -395,6 +419,7 @@ MODES: Dict[str, Callable[[Options, Setting], Iterable[Row]]] = {
     'inference': lambda options, setting: backbone_rows(options, setting, train=False),
     'train': lambda options, setting: backbone_rows(options, setting, train=True),
     'dense': dense_rows,
+    'startup': startup_rows,
     'whole': whole_model_rows,
 }
 

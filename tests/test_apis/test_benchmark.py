@@ -1,11 +1,13 @@
 """Smoke tests of the side-by-side benchmark (tiny sizes, one iteration): it runs, measures both sides, and compares
 the same models. Timings themselves are not tested."""
+import math
 import re
 
 import pytest
 import torch
 
 from mmmetaformer.apis.benchmark import MODES, Options, Setting, build_backbone_pair, build_whole_pair, synthetic_batch
+from mmmetaformer.models.layers.fast_paths import use_fast_paths
 from e2e import run_tool, run_tool_here
 
 TINY = dict(batch_size=1, size=64, whole_batch_size=1, whole_size=(64, 96), iters=1, warmup=0)
@@ -28,6 +30,16 @@ def test_backbone_training_row_measures_both_sides():
     rows = list(MODES['train'](Options(models=['poolformerv2_s12'], **TINY), Setting()))
     assert [(r.model, r.mode, r.reference) for r in rows] == [('poolformerv2_s12', 'train', 'timm')]
     check(rows[0])
+
+
+def test_startup_row_sets_the_form_timing_against_a_training_step():
+    with use_fast_paths(measure=True):
+        row, = MODES['startup'](Options(models=['convformer_s18'], **TINY), Setting())
+    assert (row.model, row.mode, row.reference) == ('convformer_s18', 'startup', 'one step')
+    assert 0 < row.ours_rate < math.inf and row.reference_rate > 0  # both channel Linears and depthwise convs timed
+    with use_fast_paths(measure=False):
+        row, = MODES['startup'](Options(models=['convformer_s18'], **TINY), Setting())
+    assert row.ours_rate == math.inf and row.reference_rate > 0  # nothing timed
 
 
 def test_models_timm_lacks_are_named():
@@ -102,6 +114,16 @@ def test_tool_inference_and_dense_modes_with_profiles():
     assert sorted(profiles) == sorted(f'{model} {mode} cpu fp32 eager {side}' for model, mode in (
         ('poolformerv2_s12', 'inference'), ('poolformerv2_s12 32x32', 'dense')) for side in ('ours', 'timm'))
     assert printed.count('Self CPU') >= len(profiles)  # each profile is torch.profiler's operator table
+
+
+@pytest.mark.e2e
+def test_tool_startup_mode(monkeypatch):
+    monkeypatch.setenv('MMMETAFORMER_FAST_PATH_MEASURE', '1')  # the suite turns the timing off (conftest.py)
+    printed = run_tool_here(['tools/benchmark.py', '--modes', 'startup', '--models', 'caformer_s18', '--no-memory',
+                             *TINY_TOOL])
+    rows = printed_rows(printed)
+    assert list(rows) == [('caformer_s18', 'startup', 'cpu fp32 eager')]
+    assert re.search(r'^caformer_s18\s+startup\s+cpu fp32 eager\s+one step\s', printed, re.M)
 
 
 @pytest.mark.e2e

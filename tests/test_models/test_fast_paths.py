@@ -334,7 +334,7 @@ def test_every_forced_form_equals_the_float64_math(operation, form):
 
 def test_the_chooser_keeps_the_fastest_form_timed_once_per_shape(monkeypatch):
     """A fake clock makes ``conv_channels_first`` the fastest: it is chosen, timed once per key (shape, grad mode),
-    reused afterwards; forced forms and ``measure=False`` bypass the timing."""
+    reused afterwards; forced forms and ``measure=False`` bypass the timing; the time the timing took is counted."""
     seconds = {'linear': 3.0, 'conv_channels_last': 2.0, 'conv_channels_first': 1.0}
     clock = {'now': 0.0}
     calls = []
@@ -354,6 +354,7 @@ def test_the_chooser_keeps_the_fastest_form_timed_once_per_shape(monkeypatch):
     x, weight = torch.randn(2, 3, 3, 8, requires_grad=True), torch.randn(4, 8, requires_grad=True)
     assert fast_paths.choose_form('channel_linear', x, weight, None) == 'conv_channels_first'
     assert calls == list(seconds) * fast_paths.ROUNDS  # interleaved rounds
+    assert fast_paths.measuring_seconds() == sum(seconds.values()) * fast_paths.ROUNDS
     calls.clear()
     assert fast_paths.choose_form('channel_linear', x, weight, None) == 'conv_channels_first' and not calls
     seconds['linear'] = 0.5  # the choice is kept for the key, re-measured for a new one
@@ -361,6 +362,7 @@ def test_the_chooser_keeps_the_fastest_form_timed_once_per_shape(monkeypatch):
     with torch.no_grad():
         assert fast_paths.choose_form('channel_linear', x, weight, None) == 'linear' and calls
     assert sorted(key[4] for key in fast_paths.measured_forms()) == [False, True]  # by grad mode
+    assert fast_paths.measuring_seconds() == (6.0 + 3.5) * fast_paths.ROUNDS
     calls.clear()
     with fast_paths.use_fast_paths(forms={'channel_linear': 'conv_channels_last'}):
         assert fast_paths.choose_form('channel_linear', x[:1], weight, None) == 'conv_channels_last'
@@ -369,7 +371,7 @@ def test_the_chooser_keeps_the_fastest_form_timed_once_per_shape(monkeypatch):
     monkeypatch.setenv(fast_paths.ENV_MEASURE, '0')
     assert fast_paths.choose_form('channel_linear', x[:1], weight, None) == 'linear' and not calls
     fast_paths.forget_measured_forms()
-    assert not fast_paths.measured_forms()
+    assert not fast_paths.measured_forms() and fast_paths.measuring_seconds() == 0
 
 
 def test_gpu_float32_linears_are_matrix_products_unless_tf32_settings_agree():

@@ -164,6 +164,7 @@ def use_fast_paths(enabled: bool = True, device: Optional[str] = None, forms: Op
 
 # ------------------------------------------------------------------------------------------------------ dispatch
 _measured: Dict[tuple, str] = {}
+_measuring_seconds = 0.0  # wall time spent choosing measured forms (timing, and waiting for rank 0's choice)
 
 
 def measured_forms() -> Dict[tuple, str]:
@@ -171,9 +172,17 @@ def measured_forms() -> Dict[tuple, str]:
     return dict(_measured)
 
 
+def measuring_seconds() -> float:
+    """The wall time that choosing the measured forms has taken since the start (or the last
+    :func:`forget_measured_forms`): the start-up cost of the timing."""
+    return _measuring_seconds
+
+
 def forget_measured_forms() -> None:
-    """Drop the timed choices: the next call of each layer measures again."""
+    """Drop the timed choices and the time they took: the next call of each layer measures again."""
+    global _measuring_seconds
     _measured.clear()
+    _measuring_seconds = 0.0
 
 
 def _device_type(x: Tensor, settings: Settings) -> str:
@@ -237,8 +246,11 @@ def choose_form(operation: str, x: Tensor, *args) -> str:
     key = _measurement_key(operation, x, args, settings)
     form = _measured.get(key)
     if form is None:
+        global _measuring_seconds
+        start = _clock()
         form = _measured[key] = _agreed_across_ranks(
             lambda: _fastest(candidates, FORM_FUNCTIONS[operation], x, args))
+        _measuring_seconds += _clock() - start
     return form
 
 
