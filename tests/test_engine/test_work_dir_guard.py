@@ -147,3 +147,98 @@ def test_a_work_dir_on_a_small_tmpfs_stops_with_the_sizes_and_warns_first(tmp_pa
         assert f'{work / "epoch_2.pth"} may not fit' in capfd.readouterr().out
     finally:
         subprocess.run(['umount', '--lazy', str(mount)], check=True)  # the run's log file stays open
+
+
+def test_a_process_counts_as_alive_unless_the_kernel_knows_no_such_process(monkeypatch):
+    """A PID that signal 0 may not reach (a process of another user) is alive; only "no such process" is dead."""
+    from mmmetaformer.engine.work_dir_lock import _process_alive
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    assert _process_alive(os.getpid()) and not _process_alive(dead.pid)
+
+    def kill_of_another_user(pid, signum):
+        raise PermissionError(errno.EPERM, 'Operation not permitted')
+
+    monkeypatch.setattr(os, 'kill', kill_of_another_user)
+    assert _process_alive(dead.pid)
+
+
+def without_flock(monkeypatch, code: int = errno.ENOLCK) -> None:
+    """The work dir on a file system whose ``flock`` fails with ``code`` (e.g. ENOLCK: some NFS mounts)."""
+    import fcntl
+
+    def flock(handle, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, 'flock', flock)
+
+
+def test_without_flock_the_pid_in_the_lock_file_decides(tmp_path, monkeypatch):
+    without_flock(monkeypatch)
+    path = tmp_path / LOCK_NAME
+    lock = WorkDirLock(str(tmp_path))
+    lock.acquire()  # no file yet: taken
+    assert lock.held and json.loads(path.read_text())['pid'] == os.getpid()
+    lock.release()
+    alive = subprocess.Popen([sys.executable, '-c', 'import sys; sys.stdin.read()'], stdin=subprocess.PIPE)
+    try:
+        path.write_text(json.dumps(dict(host=socket.gethostname(), pid=alive.pid, started='now')))
+        with pytest.raises(WorkDirInUseError, match=f'PID {alive.pid}, started now.*without working locks'):
+            WorkDirLock(str(tmp_path)).acquire()
+    finally:
+        alive.communicate()
+    said = []
+    lock = WorkDirLock(str(tmp_path), said.append)
+    lock.acquire()  # the same PID, now ended: taken over
+    assert said == [f'{path}: taking over the lock of a run that ended without releasing it (host '
+                    f'{socket.gethostname()}, PID {alive.pid}, started now); it is no longer running.']
+    assert json.loads(path.read_text())['pid'] == os.getpid()
+    lock.release()
+    path.write_text(json.dumps(dict(host='node-elsewhere', pid=1, started='then')))
+    with pytest.raises(WorkDirInUseError, match='host node-elsewhere, PID 1, started then'):
+        WorkDirLock(str(tmp_path)).acquire()  # this host cannot tell whether it still runs
+
+
+def test_a_flock_failure_other_than_missing_support_is_raised(tmp_path, monkeypatch):
+    without_flock(monkeypatch, errno.EIO)
+    with pytest.raises(OSError, match=os.strerror(errno.EIO)) as error:
+        WorkDirLock(str(tmp_path)).acquire()
+    assert error.value.errno == errno.EIO and not isinstance(error.value, WorkDirInUseError)
+
+
+def test_a_lock_file_deleted_by_its_releasing_holder_meanwhile_is_not_the_one_held(tmp_path, monkeypatch):
+    """The holder's release deletes the file between this run's open and its flock: the lock of that deleted file
+    would guard nothing, so the file now at the path is locked instead."""
+    import fcntl
+    flock, opened = fcntl.flock, []
+
+    def released_meanwhile(handle, operation):
+        opened.append(os.fstat(handle.fileno()).st_ino)
+        if len(opened) == 1:
+            os.remove(tmp_path / LOCK_NAME)
+        flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, 'flock', released_meanwhile)
+    lock = WorkDirLock(str(tmp_path))
+    lock.acquire()
+    assert len(opened) == 2 and (tmp_path / LOCK_NAME).stat().st_ino == opened[1]
+    assert json.loads((tmp_path / LOCK_NAME).read_text())['pid'] == os.getpid()
+    lock.release()
+
+
+def test_release_copes_with_a_removed_lock_file_and_a_second_call(tmp_path):
+    lock = WorkDirLock(str(tmp_path))
+    lock.acquire()
+    os.remove(tmp_path / LOCK_NAME)  # e.g. deleted by hand, as the message of a busy work dir suggests
+    lock.release()
+    assert not lock.held and not (tmp_path / LOCK_NAME).exists()
+    lock.release()  # not held: nothing to do
+    assert not lock.held and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_remote_work_dir_gets_no_lock(tmp_path):
+    from mmmetaformer.engine.work_dir_lock import acquire_work_dir_lock
+    assert acquire_work_dir_lock('s3://bucket/work_dirs/run') is None
+    lock = acquire_work_dir_lock(str(tmp_path / 'local'))
+    assert lock.held and (tmp_path / 'local' / LOCK_NAME).exists()
+    lock.release()
