@@ -242,3 +242,36 @@ def test_a_remote_work_dir_gets_no_lock(tmp_path):
     lock = acquire_work_dir_lock(str(tmp_path / 'local'))
     assert lock.held and (tmp_path / 'local' / LOCK_NAME).exists()
     lock.release()
+
+
+def test_a_write_error_other_than_a_full_disk_removes_the_partial_file_and_is_raised_as_it_is(tmp_path, monkeypatch):
+    from mmengine.fileio.backends import LocalBackend
+
+    def fail_to_write(self, obj, path):
+        if 'epoch_2' not in str(path):
+            return put(self, obj, path)
+        with open(path, 'wb') as f:
+            f.write(obj[:len(obj) // 2])
+        raise OSError(errno.EIO, 'Input/output error')
+
+    put = LocalBackend.put
+    monkeypatch.setattr(LocalBackend, 'put', fail_to_write)
+    with pytest.raises(OSError, match='Input/output error') as error:
+        toy_runner(tmp_path).train()
+    assert error.type is OSError and error.value.errno == errno.EIO  # not a DiskFullError
+    assert sorted(path.name for path in tmp_path.glob('*.pth*')) == ['epoch_1.pth']
+
+
+def test_a_checkpoint_to_remote_storage_is_written_under_its_own_name(tmp_path, monkeypatch):
+    """Remote storage (``s3://...``) has no rename: mmengine writes the checkpoint there directly, with no free
+    space check of a local disk."""
+    import shutil
+
+    from mmengine.runner import Runner
+    saved = []
+    monkeypatch.setattr(Runner, 'save_checkpoint', lambda self, out_dir, filename, *args, **kwargs:
+                        saved.append((out_dir, filename, kwargs)))
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: pytest.fail(f'checked the free space of {path}'))
+    toy_runner(tmp_path).save_checkpoint('s3://bucket/work', 'epoch_1.pth', meta=dict(note='remote'))
+    assert saved == [('s3://bucket/work', 'epoch_1.pth', dict(meta=dict(note='remote')))]
+    assert not list(tmp_path.glob('*.pth*'))
