@@ -88,3 +88,16 @@ def test_layer_decay_refuses_other_backbones_and_bad_settings():
                                    (dict(decay_rate=0.9, num_layers=12), 'and nothing else')]:
         with pytest.raises(ValueError, match=message):
             build_optim_wrapper(model, dict(optim_wrapper, paramwise_cfg=paramwise_cfg))
+
+
+def test_layer_ids_of_the_backbone_parts_and_a_parameter_of_no_known_part():
+    from mmmetaformer.engine.optimizers.layer_decay_optim_wrapper_constructor import metaformer_layer_id
+    from mmmetaformer.errors import InvalidSettingError
+    depths = [2, 2, 6, 2]  # 12 blocks: the stem 0, the blocks 1-12, the output norms 13
+    assert [metaformer_layer_id(name, depths) for name in (
+        'stem.conv.weight', 'stages.0.blocks.1.norm1.weight', 'stages.2.downsample.conv.weight',
+        'stages.2.blocks.5.mlp.fc1.weight', 'out_norms.3.bias')] == [0, 2, 5, 10, 13]
+    for name in ('pos_embed', 'stages.1.extra_scale', 'stages.1'):
+        with pytest.raises(InvalidSettingError, match=f"MetaFormer parameter '{name}' is in no known part of the "
+                                                      'backbone \\(stem, stages'):
+            metaformer_layer_id(name, depths)

@@ -76,6 +76,76 @@ def test_only_a_checkpoint_of_the_same_config_is_continued_without_resume(tmp_pa
     assert checkpoint_to_continue(runner(), None) is None
 
 
+class Said:
+    """A logger that keeps what it was told, by level."""
+
+    def __init__(self) -> None:
+        self.told = dict(info=[], warning=[])
+        self.info, self.warning = self.told['info'].append, self.told['warning'].append
+
+
+def test_a_checkpoint_that_records_no_config_is_not_continued_without_resume(tmp_path):
+    from mmengine.config import Config
+
+    from mmmetaformer.engine.hooks.preemption import checkpoint_to_continue
+    checkpoint = str(tmp_path / 'epoch_1.pth')
+    torch.save(dict(meta=dict(epoch=1), state_dict={}), checkpoint)
+    logger = Said()
+    runner = SimpleNamespace(cfg=Config(dict(lr=0.1)), work_dir=str(tmp_path), logger=logger)
+    assert checkpoint_to_continue(runner, checkpoint) is None
+    assert logger.told['info'] == [f'Not resuming from {checkpoint}: it records no config. Pass --resume to '
+                                   'continue from it.']
+
+
+def test_a_preemption_checkpoint_of_another_process_count_restarts_its_epoch_with_a_warning():
+    """Two processes' random states, one process now: neither skipping batches nor restoring states."""
+    batches = torch.utils.data.BatchSampler(range(8), batch_size=2, drop_last=False)
+    loader = SimpleNamespace(batch_sampler=batches, num_workers=0)
+    logger = Said()
+    runner = SimpleNamespace(train_loop=SimpleNamespace(epoch=0, iter=2, dataloader=loader), val_loop=None, rank=0,
+                             logger=logger)
+    hook = PreemptionHook()
+    hook.after_load_checkpoint(runner, dict(meta=dict(epoch=0, iter=2, preemption=dict(
+        signal='SIGTERM', batches_done_in_epoch=2, random_states=[random_states(), random_states()]))))
+    hook.before_train(runner)
+    hook.after_train(runner)
+    assert loader.batch_sampler is batches
+    assert logger.told['warning'] == [
+        'The pre-emption checkpoint was written by 2 processes, this run has 1: the interrupted epoch is trained '
+        'from its start again and the random states are not restored.']
+    assert logger.told['info'] == []
+
+
+def test_loader_workers_outlive_the_signals_until_the_training_process_exits(monkeypatch):
+    """A worker's handler ignores the signal while training goes on, and ends the worker with status 0 once the
+    training process is exiting (``os._exit`` recorded here: the handler runs in this process)."""
+    import multiprocessing
+
+    from mmmetaformer.engine.hooks.preemption import LoaderWorkerSignals
+    exits, initialised = [], []
+
+    def record_exit(status):
+        exits.append(status)
+        raise SystemExit(status)
+
+    stopping = multiprocessing.Event()
+    before = signal.getsignal(signal.SIGUSR1)
+    try:
+        LoaderWorkerSignals([signal.SIGUSR1], stopping, initialised.append)(3)
+        assert initialised == [3]
+        signal.raise_signal(signal.SIGUSR1)  # still training: the worker goes on
+        assert exits == []
+        monkeypatch.setattr(os, '_exit', record_exit)
+        stopping.set()
+        with pytest.raises(SystemExit):
+            signal.raise_signal(signal.SIGUSR1)
+        assert exits == [0]
+        LoaderWorkerSignals([signal.SIGUSR1], stopping, None)(0)  # no init function of the loader's own
+        assert signal.getsignal(signal.SIGUSR1).__self__.init_fn is None
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+
+
 @pytest.mark.e2e
 def test_sigterm_mid_epoch_then_the_same_command_continues_exactly(shapes, tmp_path):
     config = preemptible_config(tmp_path, shapes)

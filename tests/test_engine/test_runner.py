@@ -1,6 +1,7 @@
 import os
 import time
 
+import pytest
 import torch
 
 import mmmetaformer as mmf
@@ -65,3 +66,39 @@ def test_autocast_optim_wrapper_runs_the_forward_in_bf16_with_fp32_norms():
     assert seen['fc1'] == torch.bfloat16
     assert norm_inputs == [torch.float32]  # statistics computed in float32
     assert torch.isfinite(out.float()).all()
+
+
+def test_validation_and_test_compile_the_forward_pass_when_the_config_asks(tmp_path):
+    from mmengine.evaluator import BaseMetric
+    from test_work_dir_guard import toy_runner
+
+    class Count(BaseMetric):
+        """The number of samples predicted, and the outputs' width."""
+
+        def process(self, data_batch, data_samples):
+            self.results.extend(len(output) for output in data_samples)
+
+        def compute_metrics(self, results):
+            return dict(samples=len(results), width=results[0])
+
+    loader = dict(dataset=[dict(inputs=torch.randn(8)) for _ in range(3)], sampler=dict(type='DefaultSampler',
+                  shuffle=False), batch_size=2, collate_fn=dict(type='pseudo_collate'))
+    runner = toy_runner(tmp_path, width=8, cfg=dict(compile=dict(backend='eager')), val_dataloader=loader,
+                        val_cfg=dict(), val_evaluator=[Count()], test_dataloader=loader, test_cfg=dict(),
+                        test_evaluator=[Count()])
+    assert runner.val() == dict(samples=3, width=8)
+    assert runner.model._compiled_call_impl is not None
+    assert runner.test() == dict(samples=3, width=8)
+
+
+def test_a_class_name_that_the_mmseg_data_set_type_lacks_stops_before_the_data_set_is_built(tmp_path):
+    pytest.importorskip('mmseg')
+    from mmseg.datasets import ADE20KDataset
+    from test_work_dir_guard import toy_runner
+
+    from mmmetaformer.engine.hooks.startup_checks import StartupCheckError
+    loader = dict(dataset=dict(type=ADE20KDataset, data_root=str(tmp_path / 'nowhere'),
+                               metainfo=dict(classes=('wall', 'bulding'))), batch_size=1)
+    with pytest.raises(StartupCheckError, match="^train_dataloader.dataset: the classes 'bulding' \\(did you mean "
+                                                "'building'\\?\\) are not classes of ADE20KDataset"):
+        toy_runner(tmp_path).build_dataloader(loader)

@@ -6,6 +6,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -204,3 +205,69 @@ def test_two_node_dist_train_stops_on_every_node(shapes, tmp_path):
         assert node.returncode != 0
         assert 'model.bbox_head.num_classes=80 but the training data set has 3 classes' in log
         assert 'Epoch(train)' not in log
+
+
+def test_data_checks_settings_take_booleans_for_images_and_refuse_unknown_keys_and_values():
+    from mmmetaformer.engine.hooks.startup_checks import DEFAULT_DATA_CHECKS, data_checks_settings
+    from mmmetaformer.errors import InvalidSettingError
+    assert data_checks_settings(dict()) == DEFAULT_DATA_CHECKS
+    assert data_checks_settings(dict(data_checks=dict(images=False)))['images'] == 'off'
+    assert data_checks_settings(dict(data_checks=dict(images=True)))['images'] == 'auto'
+    with pytest.raises(InvalidSettingError, match="data_checks has no setting 'skip_bad_image' \\(did you mean "
+                                                  "'skip_bad_images'\\?\\); its settings: images, skip_bad_images, "
+                                                  'ignore_other_categories'):
+        data_checks_settings(dict(data_checks=dict(skip_bad_image=True)))
+    with pytest.raises(InvalidSettingError, match="data_checks.images='sampel' \\(did you mean 'sample'\\?\\) must "
+                                                  'be one of auto, all, sample, exist, off'):
+        data_checks_settings(dict(data_checks=dict(images='sampel')))
+
+
+class LabelList(torch.utils.data.Dataset):
+    """A classification annotation list: its classes and each sample's label (``get_gt_labels``)."""
+
+    def __init__(self, classes, labels, ann_file: str = 'meta/train.txt') -> None:
+        self.metainfo, self.labels, self.ann_file = dict(classes=classes), labels, ann_file
+
+    def get_gt_labels(self):
+        return torch.tensor(self.labels).numpy()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def test_labels_beyond_the_classes_are_counted_per_label_in_each_wrapped_data_set():
+    from mmengine.config import Config
+
+    from mmmetaformer.engine.hooks.startup_checks import class_name_problems, label_problems
+    good = LabelList(('cat', 'dog'), [0, 1, 1])
+    bad = LabelList(('cat', 'dog'), [0, 2, 5, 2, 1], ann_file='meta/extra.txt')
+    assert label_problems(good, 'train') == []
+    expected = ('train_dataloader.dataset: labels 2 (2 samples), 5 (1 samples) of meta/extra.txt are beyond its 2 '
+                'classes (0-1); name every class in metainfo=dict(classes=(...)) or correct the labels.')
+    assert label_problems(bad, 'train') == [expected]
+    runner = SimpleNamespace(cfg=Config(dict(train_dataloader=dict(dataset=dict(type='ConcatDataset')))))
+    concatenated = SimpleNamespace(datasets=[good, SimpleNamespace(dataset=bad)])  # a concatenation, a repeat
+    assert class_name_problems(runner, concatenated, 'train') == [expected]
+
+
+def test_classes_that_an_mmseg_data_set_type_has_pass_the_config_check():
+    from mmseg.datasets import ADE20KDataset
+
+    from mmmetaformer.engine.hooks.startup_checks import library_class_problem
+    assert library_class_problem(dict(type=ADE20KDataset, metainfo=dict(classes=('wall', 'sky'))), 'train') is None
+    assert "the classes 'flor' (did you mean 'floor'?) are not classes of ADE20KDataset" in library_class_problem(
+        dict(type=ADE20KDataset, metainfo=dict(classes=('wall', 'flor'))), 'val')
+
+
+def test_an_empty_training_set_stops_and_a_loop_without_a_data_loader_is_skipped():
+    from mmengine.config import Config
+
+    from mmmetaformer.engine.hooks.startup_checks import StartupCheckError, check_run_settings
+    empty = torch.utils.data.DataLoader([], batch_size=2)
+    runner = SimpleNamespace(_load_from=None, _resume=False, model=torch.nn.Linear(2, 2), cfg=Config(dict()),
+                             train_loop=SimpleNamespace(dataloader=empty), val_loop=SimpleNamespace())
+    with pytest.raises(StartupCheckError) as error:
+        check_run_settings(runner, ['train', 'val'])
+    assert str(error.value) == ('the run would fail or go wrong; nothing has run yet:\n  the training data set '
+                                '(train_dataloader.dataset) is empty (after its filters): no iteration would run.')
+    check_run_settings(runner, ['val'])  # a validation loop of no data loader (e.g. not built): nothing to check

@@ -147,3 +147,131 @@ def test_a_work_dir_on_a_small_tmpfs_stops_with_the_sizes_and_warns_first(tmp_pa
         assert f'{work / "epoch_2.pth"} may not fit' in capfd.readouterr().out
     finally:
         subprocess.run(['umount', '--lazy', str(mount)], check=True)  # the run's log file stays open
+
+
+def test_a_process_counts_as_alive_unless_the_kernel_knows_no_such_process(monkeypatch):
+    """A PID that signal 0 may not reach (a process of another user) is alive; only "no such process" is dead."""
+    from mmmetaformer.engine.work_dir_lock import _process_alive
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    assert _process_alive(os.getpid()) and not _process_alive(dead.pid)
+
+    def kill_of_another_user(pid, signum):
+        raise PermissionError(errno.EPERM, 'Operation not permitted')
+
+    monkeypatch.setattr(os, 'kill', kill_of_another_user)
+    assert _process_alive(dead.pid)
+
+
+def without_flock(monkeypatch, code: int = errno.ENOLCK) -> None:
+    """The work dir on a file system whose ``flock`` fails with ``code`` (e.g. ENOLCK: some NFS mounts)."""
+    import fcntl
+
+    def flock(handle, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, 'flock', flock)
+
+
+def test_without_flock_the_pid_in_the_lock_file_decides(tmp_path, monkeypatch):
+    without_flock(monkeypatch)
+    path = tmp_path / LOCK_NAME
+    lock = WorkDirLock(str(tmp_path))
+    lock.acquire()  # no file yet: taken
+    assert lock.held and json.loads(path.read_text())['pid'] == os.getpid()
+    lock.release()
+    alive = subprocess.Popen([sys.executable, '-c', 'import sys; sys.stdin.read()'], stdin=subprocess.PIPE)
+    try:
+        path.write_text(json.dumps(dict(host=socket.gethostname(), pid=alive.pid, started='now')))
+        with pytest.raises(WorkDirInUseError, match=f'PID {alive.pid}, started now.*without working locks'):
+            WorkDirLock(str(tmp_path)).acquire()
+    finally:
+        alive.communicate()
+    said = []
+    lock = WorkDirLock(str(tmp_path), said.append)
+    lock.acquire()  # the same PID, now ended: taken over
+    assert said == [f'{path}: taking over the lock of a run that ended without releasing it (host '
+                    f'{socket.gethostname()}, PID {alive.pid}, started now); it is no longer running.']
+    assert json.loads(path.read_text())['pid'] == os.getpid()
+    lock.release()
+    path.write_text(json.dumps(dict(host='node-elsewhere', pid=1, started='then')))
+    with pytest.raises(WorkDirInUseError, match='host node-elsewhere, PID 1, started then'):
+        WorkDirLock(str(tmp_path)).acquire()  # this host cannot tell whether it still runs
+
+
+def test_a_flock_failure_other_than_missing_support_is_raised(tmp_path, monkeypatch):
+    without_flock(monkeypatch, errno.EIO)
+    with pytest.raises(OSError, match=os.strerror(errno.EIO)) as error:
+        WorkDirLock(str(tmp_path)).acquire()
+    assert error.value.errno == errno.EIO and not isinstance(error.value, WorkDirInUseError)
+
+
+def test_a_lock_file_deleted_by_its_releasing_holder_meanwhile_is_not_the_one_held(tmp_path, monkeypatch):
+    """The holder's release deletes the file between this run's open and its flock: the lock of that deleted file
+    would guard nothing, so the file now at the path is locked instead."""
+    import fcntl
+    flock, opened = fcntl.flock, []
+
+    def released_meanwhile(handle, operation):
+        opened.append(os.fstat(handle.fileno()).st_ino)
+        if len(opened) == 1:
+            os.remove(tmp_path / LOCK_NAME)
+        flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, 'flock', released_meanwhile)
+    lock = WorkDirLock(str(tmp_path))
+    lock.acquire()
+    assert len(opened) == 2 and (tmp_path / LOCK_NAME).stat().st_ino == opened[1]
+    assert json.loads((tmp_path / LOCK_NAME).read_text())['pid'] == os.getpid()
+    lock.release()
+
+
+def test_release_copes_with_a_removed_lock_file_and_a_second_call(tmp_path):
+    lock = WorkDirLock(str(tmp_path))
+    lock.acquire()
+    os.remove(tmp_path / LOCK_NAME)  # e.g. deleted by hand, as the message of a busy work dir suggests
+    lock.release()
+    assert not lock.held and not (tmp_path / LOCK_NAME).exists()
+    lock.release()  # not held: nothing to do
+    assert not lock.held and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_remote_work_dir_gets_no_lock(tmp_path):
+    from mmmetaformer.engine.work_dir_lock import acquire_work_dir_lock
+    assert acquire_work_dir_lock('s3://bucket/work_dirs/run') is None
+    lock = acquire_work_dir_lock(str(tmp_path / 'local'))
+    assert lock.held and (tmp_path / 'local' / LOCK_NAME).exists()
+    lock.release()
+
+
+def test_a_write_error_other_than_a_full_disk_removes_the_partial_file_and_is_raised_as_it_is(tmp_path, monkeypatch):
+    from mmengine.fileio.backends import LocalBackend
+
+    def fail_to_write(self, obj, path):
+        if 'epoch_2' not in str(path):
+            return put(self, obj, path)
+        with open(path, 'wb') as f:
+            f.write(obj[:len(obj) // 2])
+        raise OSError(errno.EIO, 'Input/output error')
+
+    put = LocalBackend.put
+    monkeypatch.setattr(LocalBackend, 'put', fail_to_write)
+    with pytest.raises(OSError, match='Input/output error') as error:
+        toy_runner(tmp_path).train()
+    assert error.type is OSError and error.value.errno == errno.EIO  # not a DiskFullError
+    assert sorted(path.name for path in tmp_path.glob('*.pth*')) == ['epoch_1.pth']
+
+
+def test_a_checkpoint_to_remote_storage_is_written_under_its_own_name(tmp_path, monkeypatch):
+    """Remote storage (``s3://...``) has no rename: mmengine writes the checkpoint there directly, with no free
+    space check of a local disk."""
+    import shutil
+
+    from mmengine.runner import Runner
+    saved = []
+    monkeypatch.setattr(Runner, 'save_checkpoint', lambda self, out_dir, filename, *args, **kwargs:
+                        saved.append((out_dir, filename, kwargs)))
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: pytest.fail(f'checked the free space of {path}'))
+    toy_runner(tmp_path).save_checkpoint('s3://bucket/work', 'epoch_1.pth', meta=dict(note='remote'))
+    assert saved == [('s3://bucket/work', 'epoch_1.pth', dict(meta=dict(note='remote')))]
+    assert not list(tmp_path.glob('*.pth*'))
