@@ -2,6 +2,7 @@
 import os.path as osp
 
 import pytest
+from torch import nn
 
 from conftest import ROOT
 from e2e import run_tool, run_tool_here
@@ -45,3 +46,41 @@ def test_get_flops_tool_classifier_table_and_shapes(capsys):
                              (['--shape', '224', '256'], 'the classifier table takes a square input')):
         run_tool_here(['tools/get_flops.py', *options], status=2)
         assert message in capsys.readouterr().err
+
+
+class ShapeRecorder(nn.Module):
+    """A one-convolution model that keeps what ``forward(mode='tensor')`` was given beside the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.data_samples = None
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        self.data_samples = data_samples
+        return self.conv(inputs)
+
+
+def test_a_detector_is_given_the_image_size_and_a_classifier_nothing():
+    """Detectors read the image size from the data samples' metainfo; the MACs are those of the convolution."""
+    from mmmetaformer.utils.complexity import count_macs
+    model = ShapeRecorder()
+    assert count_macs(model, (8, 12), 'mmdet') == 3 * 4 * 8 * 12
+    sample, = model.data_samples
+    assert (sample.img_shape, sample.batch_input_shape, sample.scale_factor) == ((8, 12), (8, 12), (1.0, 1.0))
+    assert count_macs(model, (8, 12), 'mmpretrain') == 3 * 4 * 8 * 12 and model.data_samples is None
+
+
+def test_a_config_of_another_library_and_a_wrong_shape_are_refused():
+    from mmengine.config import Config
+
+    from mmmetaformer.errors import InvalidSettingError
+    from mmmetaformer.utils.complexity import input_shape
+    cfg = Config(dict(default_scope='mmaction', model=dict(type='Recognizer3D')))
+    with pytest.raises(InvalidSettingError,
+                       match=r"default_scope is 'mmaction'; expected one of \['mmdet', 'mmpretrain', 'mmseg'\]"):
+        input_shape(cfg)
+    assert input_shape(cfg, 32) == (32, 32) and input_shape(cfg, [32, 48]) == (32, 48)
+    for shape in ((0, 32), (1, 2, 3)):
+        with pytest.raises(InvalidSettingError, match=r'one size \(a square\) or \(height, width\), got \('):
+            input_shape(cfg, shape)

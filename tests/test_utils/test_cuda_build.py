@@ -1,10 +1,14 @@
 """The CUDA build steps of ``tools/install.sh`` (``mmmetaformer/utils/cuda_build.py``) and its option handling."""
+import importlib.machinery
 import os
+import runpy
 import shutil
 import struct
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import Optional, Tuple
 
 import pytest
 
@@ -248,3 +252,187 @@ def test_gpu_check_installs_a_wheelhouse_then_stops_without_cuda(tmp_path):
     assert result.returncode == 1, text[-3000:]
     assert f'installing the wheelhouse {wheels}: bash tools/install.sh --from {wheels}' in text
     assert '[install] done' in text and 'sees no CUDA GPU; nothing to check here' in text
+
+
+def test_empty_entries_of_an_architecture_list_are_skipped():
+    assert cuda_build.parse_arch_list('8.0;9.0;') == ['8.0', '9.0']
+    assert cuda_build.parse_arch_list('') == []
+
+
+def test_the_visible_gpus_give_each_architecture_once_in_order(monkeypatch):
+    """Without CUDA there are none; with several GPUs each compute capability is listed once, lowest first (the
+    queries of torch.cuda are faked: no GPU code runs)."""
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert cuda_build.visible_gpu_archs() == []
+    capabilities = [(9, 0), (8, 6), (9, 0)]
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda index: capabilities[index])
+    assert cuda_build.visible_gpu_archs() == ['8.6', '9.0']
+
+
+def test_an_nvcc_that_cannot_run_or_says_no_release_has_none(tmp_path):
+    toolkit = fake_toolkit(tmp_path / 'cuda', '13.0')
+    assert cuda_build.nvcc_release(toolkit) == '13.0'
+    (toolkit / 'bin' / 'nvcc').chmod(0o644)  # not executable: the start fails with an OSError
+    assert cuda_build.nvcc_release(toolkit) is None
+    (toolkit / 'bin' / 'nvcc').write_text('#!/bin/sh\necho "nvcc: NVIDIA (R) Cuda compiler driver"\n')
+    (toolkit / 'bin' / 'nvcc').chmod(0o755)
+    assert cuda_build.nvcc_release(toolkit) is None
+
+
+def test_registry_packages_without_the_cuda_runtime_library_name_it(tmp_path):
+    tree = registry_tree(tmp_path / 'nvidia' / 'cu13')
+    (tree / 'lib' / 'libcudart.so.13').unlink()
+    with pytest.raises(cuda_build.CudaBuildError, match=r'lacks: lib/libcudart\.so\.\* \(nvidia-cuda-runtime\)\. '
+                                                        r'Reinstall: pip install --force-reinstall nvidia-cuda-nvcc'):
+        cuda_build.assemble_registry_toolkit(tree, tmp_path / 'cuda-13.0')
+    assert not (tmp_path / 'cuda-13.0').exists()
+
+
+def test_padding_before_a_fat_binary_container_is_passed_over(tmp_path):
+    library = tmp_path / '_ext.so'
+    library.write_bytes(elf_with_section(b'.nv_fatbin', bytes(16) + fatbin([(2, 90)]) + bytes(8) + fatbin([(2, 80)])))
+    assert cuda_build.fatbin_archs(library) == {80: 1, 90: 1}
+
+
+def fake_package(monkeypatch, name: str, folder: Optional[Path]) -> None:
+    """``importlib.util.find_spec(name)`` answers a package in ``folder`` (None: the package is not installed)."""
+    module = None
+    if folder is not None:
+        module = types.ModuleType(name)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        module.__spec__.submodule_search_locations = [str(folder)]
+    monkeypatch.setitem(sys.modules, name, module)
+
+
+def fake_torch_cuda(monkeypatch, release: Optional[str]) -> None:
+    """torch reports being built with CUDA ``release`` (None: a CPU build of torch)."""
+    import torch
+    monkeypatch.setattr(torch.version, 'cuda', release)
+
+
+def test_mmcv_without_its_compiled_ops_or_not_installed_is_named(tmp_path, monkeypatch):
+    (tmp_path / 'mmcv').mkdir()
+    fake_package(monkeypatch, 'mmcv', tmp_path / 'mmcv')
+    with pytest.raises(cuda_build.CudaBuildError, match=r'mmcv has no compiled ops \(mmcv/_ext\*\.so\): it was '
+                                                        r'installed without MMCV_WITH_OPS=1'):
+        cuda_build.mmcv_extension()
+    (tmp_path / 'mmcv' / '_ext.cpython-311-x86_64-linux-gnu.so').write_bytes(b'')
+    assert cuda_build.mmcv_extension() == tmp_path / 'mmcv' / '_ext.cpython-311-x86_64-linux-gnu.so'
+    fake_package(monkeypatch, 'mmcv', None)
+    with pytest.raises(cuda_build.CudaBuildError, match='^mmcv is not installed$'):
+        cuda_build.mmcv_extension()
+
+
+def test_the_nvidia_tree_is_the_one_of_torchs_cuda_major_release(tmp_path, monkeypatch):
+    fake_torch_cuda(monkeypatch, '13.0')
+    (tmp_path / 'nvidia' / 'cu12').mkdir(parents=True)
+    fake_package(monkeypatch, 'nvidia', tmp_path / 'nvidia')
+    with pytest.raises(cuda_build.CudaBuildError, match=r'no nvidia/cu13 folder in this environment: torch was not '
+                                                        r'installed from its CUDA wheels.*CUDA_HOME to a CUDA 13\.0 '
+                                                        r'toolkit'):
+        cuda_build._nvidia_tree()
+    (tmp_path / 'nvidia' / 'cu13').mkdir()
+    assert cuda_build._nvidia_tree() == tmp_path / 'nvidia' / 'cu13'
+    fake_package(monkeypatch, 'nvidia', None)
+    with pytest.raises(cuda_build.CudaBuildError, match='no nvidia/cu13 folder'):
+        cuda_build._nvidia_tree()
+
+
+def build_step(capsys, *argv: str) -> Tuple[int, str, str]:
+    """``python mmmetaformer/utils/cuda_build.py ARGV`` in this process: (exit status, stdout, stderr)."""
+    status = cuda_build.main(list(argv))
+    printed = capsys.readouterr()
+    return status, printed.out, printed.err
+
+
+def test_the_archs_command_prints_the_variables_list_or_the_visible_gpus(monkeypatch, capsys):
+    import torch
+    monkeypatch.setenv(cuda_build.ARCH_VARIABLE, '9.0, 8.0')
+    assert build_step(capsys, 'archs') == (0, '9.0;8.0\n', '')
+    monkeypatch.setenv(cuda_build.ARCH_VARIABLE, '9')
+    status, out, err = build_step(capsys, 'archs')
+    assert (status, out) == (2, '') and err.startswith("[install] ERROR: MMMETAFORMER_CUDA_ARCH='9': '9' is not a")
+    monkeypatch.delenv(cuda_build.ARCH_VARIABLE)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert build_step(capsys, 'archs') == (0, '\n', '')  # the CPU build
+
+
+def test_the_torch_cuda_command_prints_the_release_or_refuses_a_cpu_torch(monkeypatch, capsys):
+    import torch
+    fake_torch_cuda(monkeypatch, '13.0.2')
+    assert build_step(capsys, 'torch-cuda') == (0, '13.0\n', '')
+    fake_torch_cuda(monkeypatch, None)
+    assert build_step(capsys, 'torch-cuda') == (
+        2, '', f'[install] ERROR: torch {torch.__version__} was built without CUDA: install a CUDA build of torch '
+               '(tools/install.sh installs the pinned one) to build CUDA ops\n')
+
+
+def test_the_system_toolkit_command_prints_the_matching_cuda_home(tmp_path, monkeypatch, capsys):
+    toolkit = fake_toolkit(tmp_path / 'cuda-13.0', '13.0')
+    fake_torch_cuda(monkeypatch, '13.0')
+    monkeypatch.setenv('CUDA_HOME', str(toolkit))
+    monkeypatch.delenv(cuda_build.TOOLKIT_VARIABLE, raising=False)
+    assert build_step(capsys, 'system-toolkit') == (
+        0, f'{toolkit}\n', f'[install] using the system CUDA 13.0 toolkit in {toolkit}\n')
+    monkeypatch.setenv(cuda_build.TOOLKIT_VARIABLE, 'system')
+    assert build_step(capsys, 'system-toolkit')[:2] == (0, f'{toolkit}\n')
+
+
+def test_the_system_toolkit_command_without_a_match_exits_1_or_2_as_the_variable_says(tmp_path, monkeypatch, capsys):
+    """No toolkit of torch's release (10.2, which neither the fake toolkit nor a machine's /usr/local/cuda has):
+    exit 1 (install.sh goes on to the registry compiler), or 2 with an error when the system one was demanded."""
+    toolkit = fake_toolkit(tmp_path / 'cuda-13.0', '13.0')
+    fake_torch_cuda(monkeypatch, '10.2')
+    monkeypatch.setenv('CUDA_HOME', str(toolkit))
+    monkeypatch.delenv('CUDA_PATH', raising=False)
+    monkeypatch.setenv('PATH', str(tmp_path / 'no-nvcc-here'))
+    monkeypatch.setenv(cuda_build.TOOLKIT_VARIABLE, 'auto')
+    status, out, err = build_step(capsys, 'system-toolkit')
+    assert (status, out) == (1, '')
+    assert err.startswith(f'[install] {toolkit} has CUDA 13.0, torch was built with CUDA 10.2: not used\n')
+    monkeypatch.setenv(cuda_build.TOOLKIT_VARIABLE, 'system')
+    status, out, err = build_step(capsys, 'system-toolkit')
+    assert (status, out) == (2, '')
+    assert err.endswith('[install] ERROR: MMMETAFORMER_CUDA_TOOLKIT=system, but no system CUDA 10.2 toolkit was '
+                        'found (above): set CUDA_HOME to one, or unset MMMETAFORMER_CUDA_TOOLKIT\n')
+    monkeypatch.setenv(cuda_build.TOOLKIT_VARIABLE, 'registry')
+    assert build_step(capsys, 'system-toolkit') == (
+        1, '', '[install] MMMETAFORMER_CUDA_TOOLKIT=registry: the system CUDA toolkit is not looked for\n')
+    monkeypatch.setenv(cuda_build.TOOLKIT_VARIABLE, 'conda')
+    assert build_step(capsys, 'system-toolkit') == (
+        2, '', "[install] ERROR: MMMETAFORMER_CUDA_TOOLKIT='conda': choose one of auto, system, registry\n")
+
+
+def test_the_registry_commands_list_the_packages_and_assemble_a_cuda_home(tmp_path, monkeypatch, capsys):
+    fake_torch_cuda(monkeypatch, '13.0')
+    status, out, _ = build_step(capsys, 'registry-requirements')
+    assert status == 0 and out.splitlines() == [f'{name}==13.0.*' for name in cuda_build.REGISTRY_PACKAGES]
+    tree = registry_tree(tmp_path / 'nvidia' / 'cu13')
+    fake_package(monkeypatch, 'nvidia', tmp_path / 'nvidia')
+    assert build_step(capsys, 'assemble', str(tmp_path / 'home')) == (0, f'{tmp_path / "home"}\n', '')
+    assert (tmp_path / 'home' / 'bin' / 'nvcc').read_text() == 'bin/nvcc'
+    (tree / 'bin' / 'nvcc').unlink()
+    status, out, err = build_step(capsys, 'assemble', str(tmp_path / 'home'))
+    assert (status, out) == (2, '') and 'lacks: bin/nvcc (nvidia-cuda-nvcc)' in err
+
+
+def test_the_check_archs_command_reads_the_kernels_of_mmcvs_ops(tmp_path, monkeypatch, capsys):
+    (tmp_path / 'mmcv').mkdir()
+    (tmp_path / 'mmcv' / '_ext.so').write_bytes(elf_with_section(b'.nv_fatbin', fatbin([(2, 90)])))
+    fake_package(monkeypatch, 'mmcv', tmp_path / 'mmcv')
+    assert build_step(capsys, 'check-archs', '9.0') == (0, '_ext.so: sm_90 (1 kernel images)\n', '')
+    assert build_step(capsys, 'check-archs', '8.0;9.0') == (
+        2, '', '[install] ERROR: _ext.so holds sm_90; missing: sm_80. Rebuild: MMMETAFORMER_CUDA_ARCH="8.0;9.0" bash '
+               'tools/install.sh\n')
+
+
+def test_the_module_runs_as_a_script(monkeypatch, capsys):
+    """``python mmmetaformer/utils/cuda_build.py archs`` (as tools/install.sh runs it) exits with main's status."""
+    monkeypatch.setenv(cuda_build.ARCH_VARIABLE, '8.6')
+    monkeypatch.setattr(sys, 'argv', [cuda_build.__file__, 'archs'])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(cuda_build.__file__, run_name='__main__')
+    assert stop.value.code == 0 and capsys.readouterr().out == '8.6\n'

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mmmetaformer.utils import model_index
 from mmmetaformer.utils.complexity import build_model_from_config
@@ -123,3 +124,51 @@ def test_model_zoo_tool_checks_rewrites_and_reports(tmp_path, monkeypatch):
     printed = run_tool_here(['tools/model_zoo.py'], status=1)
     assert printed == (f'error: {readme} has no table markers: add the lines {model_index.TABLE_BEGIN} and '
                        f'{model_index.TABLE_END} where the table of configs/mmpretrain/metafile.yml goes\n')
+
+
+def tiny_zoo(root: Path, models: list) -> Path:
+    """A checkout with one task, ``configs/mmdet``: its metafile (collection ``PoolFormer``, ``models``), README and
+    one config, ``b.py``."""
+    (root / 'configs' / 'mmdet').mkdir(parents=True)
+    (root / 'model-index.yml').write_text(yaml.safe_dump({'Import': ['configs/mmdet/metafile.yml']}))
+    (root / 'configs' / 'mmdet' / 'metafile.yml').write_text(
+        yaml.safe_dump({'Collections': [{'Name': 'PoolFormer'}], 'Models': models}))
+    (root / 'configs' / 'mmdet' / 'b.py').write_text('')
+    (root / 'configs' / 'mmdet' / 'README.md').write_text(
+        '# Detection\n\nSee [the paper](https://arxiv.org/abs/2111.11418), [the table](#results) and '
+        f'[the config](b.py).\n\n{model_index.TABLE_BEGIN}\n{model_index.TABLE_END}\n')
+    return root
+
+
+def test_model_index_check_names_each_wrong_entry(tmp_path):
+    root = tiny_zoo(tmp_path, [
+        {'Name': 'a', 'Config': 'configs/mmseg/a.py', 'In Collection': 'PoolFormer'},
+        {'Name': 'b_renamed', 'Config': 'configs/mmdet/b.py', 'In Collection': 'ConvFormer',
+         'Results': [{'Task': 'Object Detection', 'Metrics': {'box AP': 36.2}}]},
+    ])
+    assert model_index.check_model_index(root) == [
+        "configs/mmdet/metafile.yml: a: config 'configs/mmseg/a.py' is not in configs/mmdet/",
+        "configs/mmdet/metafile.yml: a: config 'configs/mmseg/a.py' does not exist",
+        "configs/mmdet/metafile.yml: name 'b_renamed' differs from its config name 'b'",
+        "configs/mmdet/metafile.yml: b_renamed: unknown collection 'ConvFormer'",
+        'configs/mmdet/metafile.yml: b_renamed: Results and Results Source go together',
+    ]
+
+
+def test_a_metafile_the_index_imports_must_exist(tmp_path):
+    root = tiny_zoo(tmp_path, [])
+    (root / 'model-index.yml').write_text(yaml.safe_dump({'Import': ['configs/mmdet/metafile.yml',
+                                                                     'configs/mmseg/metafile.yml']}))
+    with pytest.raises(FileNotFoundError, match=r"imports missing metafiles: \['configs/mmseg/metafile.yml'\]"):
+        model_index.metafiles(root)
+
+
+def test_the_zoo_page_moves_only_the_relative_links_of_the_notes(tmp_path):
+    """The README's notes on the docs page: a link to a file follows it to the docs' folder; a web address and
+    an anchor stay as they are."""
+    root = tiny_zoo(tmp_path, [{'Name': 'b', 'Config': 'configs/mmdet/b.py', 'In Collection': 'PoolFormer',
+                                'Metadata': {'Parameters': 21_000_000, 'FLOPs': 192_000_000_000}}])
+    page = model_index.render_zoo_page(root)
+    assert ('See [the paper](https://arxiv.org/abs/2111.11418), [the table](#results) and '
+            '[the config](../../configs/mmdet/b.py).') in page
+    assert '| `configs/mmdet/b.py` | 21.00 | 192.00 | - | - |' in page

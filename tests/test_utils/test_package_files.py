@@ -5,10 +5,12 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
 import mmmetaformer
+from mmmetaformer.utils import package_files
 from conftest import ROOT
 
 
@@ -82,3 +84,23 @@ assert mmpretrain.get_model('poolformer_s12_in1k')._config.filename.startswith({
     result = subprocess.run([sys.executable, '-c', onnx], cwd=elsewhere, capture_output=True, text=True, timeout=600,
                             env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_package_root_is_the_wheels_mim_copy_else_the_checkout(tmp_path, monkeypatch):
+    """A package folder with a ``.mim`` copy (a wheel) serves it; one without, beside no configs (a package copied
+    elsewhere without them), is an error that says how to reinstall."""
+    package = tmp_path / 'site' / 'mmmetaformer'
+    package.mkdir(parents=True)
+    monkeypatch.setattr(package_files, 'PACKAGE_DIR', package)
+    with pytest.raises(FileNotFoundError, match=rf'mmmetaformer at {package} carries no configs: neither '
+                                                rf'{package}/\.mim \(a wheel\) nor {package.parent}/configs \(a '
+                                                r'checkout\) exists\. Reinstall it from a wheel'):
+        package_files.package_root()
+    (package / '.mim' / 'configs').mkdir(parents=True)
+    (package / '.mim' / 'model-index.yml').write_text('Import: []\n')
+    assert package_files.package_root() == package / '.mim'
+    assert package_files.model_index_file() == package / '.mim' / 'model-index.yml'
+
+
+def test_a_checkouts_model_index_is_its_own():
+    assert package_files.model_index_file() == Path(ROOT, 'model-index.yml').resolve()

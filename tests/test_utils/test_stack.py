@@ -1,5 +1,6 @@
 """``import mmmetaformer`` refuses a stack that is too old or mixes upstream and OneDL packages, clearly."""
 import importlib.metadata as metadata
+import runpy
 import subprocess
 import sys
 
@@ -69,3 +70,61 @@ def test_upstream_packages_are_fine_on_an_older_torch(monkeypatch):
 def test_pre_release_versions_compare_by_their_release_number():
     assert stack._version_tuple('0.10.12rc1') == (0, 10, 12)
     assert stack._version_tuple('2.13.0+cu130') == (2, 13, 0)
+
+
+def test_a_version_piece_without_digits_ends_the_number():
+    assert stack._version_tuple('1.dev0') == (1,)
+
+
+def test_an_absent_optional_package_is_none(monkeypatch):
+    fake_versions(monkeypatch, {'onedl-mmengine': '0.10.12'})
+    monkeypatch.setattr(stack.importlib, 'import_module', lambda name: (_ for _ in ()).throw(ImportError(name)))
+    assert stack.check_package('mmdet') is None
+    stack.check_stack()  # mmcv, mmdet, mmseg and mmpretrain are optional
+
+
+def test_install_groups_list_their_pins():
+    assert stack.requirements('torch') == ['torch==2.13.0', 'torchvision==0.28.0']
+    assert stack.requirements('mmcv') == ['onedl-mmcv==2.3.6']
+    group = stack.requirements('stack')
+    assert group[0] == 'onedl-mmengine==0.10.12' and group[-1] == 'pytest' and 'coverage==7.17.3' in group
+    with pytest.raises(ValueError, match="unknown install group 'docs'; the groups are torch, mmcv, stack, wheelhouse"):
+        stack.requirements('docs')
+
+
+def test_mismatched_pins_name_what_was_found_and_what_is_pinned(monkeypatch):
+    fake_versions(monkeypatch, {'torch': '2.13.0+cpu', 'timm': '1.0.30', 'pytest': '9.0.0', 'mmmetaformer': '1.0.0'})
+    assert stack.mismatched_pins(['torch', 'timm', 'onnx', 'pytest']) == [
+        'timm: found 1.0.30, pinned 1.0.31', 'onnx: found nothing, pinned 1.23.2']
+    # by default every pin, pytest and mmmetaformer: all but torch (a local suffix ignored), pytest and mmmetaformer
+    assert [problem.split(':')[0] for problem in stack.mismatched_pins()] == [name for name in stack.PINS
+                                                                            if name != 'torch']
+    fake_versions(monkeypatch, {})
+    assert stack.mismatched_pins(['pytest', 'mmmetaformer']) == [
+        'pytest: found nothing, pinned any version', 'mmmetaformer: found nothing, pinned any version']
+
+
+def test_the_requirements_command_prints_a_group_one_a_line(capsys):
+    assert stack.main(['requirements', 'torch', '--torch', '2.11.0']) == 0
+    assert capsys.readouterr().out == 'torch==2.11.0\ntorchvision==0.26.0\n'
+    assert stack.main(['requirements', 'mmcv']) == 0
+    assert capsys.readouterr().out == 'onedl-mmcv==2.3.6\n'
+    with pytest.raises(SystemExit) as stop:
+        stack.main(['requirements', 'docs'])
+    assert stop.value.code == 2 and "invalid choice: 'docs'" in capsys.readouterr().err
+
+
+def test_the_check_command_exits_1_listing_the_mismatched_pins(monkeypatch, capsys):
+    fake_versions(monkeypatch, {'torch': '2.13.0', 'timm': '1.0.30'})
+    assert stack.main(['check', 'torch']) == 0
+    assert capsys.readouterr() == ('', '')
+    assert stack.main(['check', 'torch', 'timm', 'onnx']) == 1
+    assert capsys.readouterr().err == 'timm: found 1.0.30, pinned 1.0.31\nonnx: found nothing, pinned 1.23.2\n'
+
+
+def test_the_module_runs_as_a_script(monkeypatch, capsys):
+    """``python mmmetaformer/utils/stack.py requirements mmcv`` (as tools/install.sh runs it)."""
+    monkeypatch.setattr(sys, 'argv', [stack.__file__, 'requirements', 'mmcv'])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(stack.__file__, run_name='__main__')
+    assert stop.value.code == 0 and capsys.readouterr().out == 'onedl-mmcv==2.3.6\n'
