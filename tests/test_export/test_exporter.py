@@ -372,6 +372,51 @@ def test_comparison_catches_differences():
         assert not compare_outputs('mmdet', expected, wrong).ok, change
 
 
+def test_comparison_without_detections_on_either_side_agrees_with_a_note():
+    from mmmetaformer.export.verify import compare_outputs
+    nothing = dict(dets=torch.zeros(2, 0, 5), labels=torch.zeros(2, 0, dtype=torch.long))
+    report = compare_outputs('mmdet', nothing, {key: value.numpy() for key, value in nothing.items()})
+    assert report.ok and report.notes == [
+        'no detections on either side: only their absence was compared (random weights find nothing above the '
+        'score threshold; use a trained checkpoint and --image)']
+    assert str(report).endswith('note: no detections on either side: only their absence was compared (random '
+                                'weights find nothing above the score threshold; use a trained checkpoint and '
+                                '--image)\nagrees within tolerance')
+
+
+def test_verify_inputs_of_a_dynamic_export_add_a_second_size():
+    """32 px taller and 32 px narrower (wider where the width is 64 or less); a batch of 2 where the graph allows."""
+    from mmengine.config import Config
+
+    from mmmetaformer.export.verify import second_size, verify_inputs
+    cfg = Config(dict(default_scope='mmpretrain'))
+    assert second_size((64, 96)) == (96, 64) and second_size((64, 64)) == (96, 96)
+    inputs = verify_inputs(cfg, (64, 96), dynamic=True)
+    assert [(text, tuple(x.shape)) for text, x in inputs] == [
+        ('a random 64x96 image', (1, 3, 64, 96)), ('2 random 96x64 images', (2, 3, 96, 64))]
+    inputs = verify_inputs(cfg, (48, 40), dynamic=True, dynamic_batch=False)
+    assert [(text, tuple(x.shape)) for text, x in inputs] == [
+        ('a random 48x40 image', (1, 3, 48, 40)), ('1 random 80x72 image', (1, 3, 80, 72))]
+    assert [text for text, _ in verify_inputs(cfg, (64, 96), dynamic=False)] == ['a random 64x96 image']
+
+
+def test_verify_image_of_another_size_than_a_fixed_export_is_refused(tmp_path):
+    """The test pipeline makes a 90x150 image 224x224 (short side 248, centre crop 224): a graph exported at 64x64
+    without --dynamic cannot take it."""
+    from PIL import Image
+
+    from mmmetaformer.errors import InvalidSettingError
+    from mmmetaformer.export.verify import load_image
+    cfg = load_cfg('mmpretrain/poolformer_s12_in1k.py')
+    image = str(tmp_path / 'image.jpg')
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 150, 3), dtype=np.uint8)).save(image)
+    assert load_image(cfg, image, (224, 224)).shape == (1, 3, 224, 224)
+    with pytest.raises(InvalidSettingError, match=re.escape(
+            f'the test pipeline makes {image} (224, 224) (H, W), but the graph was exported at (64, 64) without '
+            '--dynamic: export with --shape 224 224 or --dynamic to check it on this image')):
+        load_image(cfg, image, (64, 64))
+
+
 @pytest.mark.e2e
 def test_export_onnx_tool_with_verify(tmp_path):
     """The command line: a Semantic FPN checkpoint, dynamic export, checked on an image through the config's test
