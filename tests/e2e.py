@@ -52,6 +52,11 @@ def save_random_checkpoint(config: str, path: str, classes=None) -> str:
     return path
 
 
+# A PoolFormer arch of one block per stage and narrow stages, for a config's ``model.backbone.arch`` (replacing its
+# named arch): whole mm models that build and run in a fraction of a second where the backbone's size does not matter.
+TINY_POOLFORMER_ARCH = dict(_delete_=True, depths=[1, 1, 1, 1], dims=[8, 16, 24, 32],
+                            token_mixers=dict(type='Pooling', pool_size=3),
+                            norm_cfg=dict(type='ModifiedLayerNorm', bias=True, eps=1e-5))
 EXPORT_DETECTOR_OPTIONS = {'model.backbone.init_cfg': None, 'model.test_cfg.rpn.max_per_img': 100}
 # The exported kinds (tests/test_export/test_shapes.py, tests/gpu/test_onnx_cuda.py): config, options, exported
 # H x W, second H x W for dynamic exports.

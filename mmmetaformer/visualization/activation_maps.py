@@ -4,12 +4,14 @@ stage outputs of any backbone drawn over the image (mmengine's ``Visualizer.draw
 Both see the image as the model does: the config's test pipeline (resize, crop) and data preprocessor
 (normalisation, padding) are applied through the library's inferencer, and the pictures show that network input.
 """
+import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import mmcv
 import numpy as np
 import torch
+from mmengine import fileio
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from torch import Tensor, nn
@@ -105,6 +107,30 @@ def class_activation_map(model: nn.Module, inputs: Tensor, target_layers: Sequen
     return heatmap, target_category, float(scores[target_category])
 
 
+def write_picture(picture: np.ndarray, save_path: str) -> None:
+    """Write an RGB uint8 picture (H, W, 3) to ``save_path`` in the image format its extension names (OpenCV's
+    encoders), creating missing folders; nothing is written where it fails.
+
+    Raises:
+        InvalidSettingError: OpenCV has no encoder for the extension.
+        FileAccessError: the encoder refuses the picture (e.g. a JPEG over 65500 pixels wide) or the file cannot be
+            written.
+    """
+    extension = osp.splitext(save_path)[1]
+    try:
+        encoded, data = cv2.imencode(extension, np.ascontiguousarray(picture[..., ::-1]))
+    except cv2.error as error:
+        raise InvalidSettingError(f'could not write {save_path}: OpenCV has no image format for the extension '
+                                  f'{extension or "(none)"!r}; use e.g. .png or .jpg') from error
+    if not encoded:
+        raise FileAccessError(f'could not write {save_path}: OpenCV could not encode the {picture.shape[1]}x'
+                              f'{picture.shape[0]} picture as {extension}')
+    try:
+        fileio.put(data.tobytes(), save_path)
+    except OSError as error:
+        raise FileAccessError(f'could not write {save_path}: {error}') from error
+
+
 def draw_cam(image: str, config: Union[str, Config], checkpoint: str, save_path: str, method: str = 'GradCAM',
              target_layers: Optional[Sequence[str]] = None, target_category: Optional[int] = None,
              device: Optional[str] = None, cfg_options: Optional[dict] = None) -> Dict[str, object]:
@@ -123,9 +149,7 @@ def draw_cam(image: str, config: Union[str, Config], checkpoint: str, save_path:
     layers = [find_layer(model, name) for name in names]
     inputs, seen = preprocess_image(inferencer, image)
     heatmap, category, score = class_activation_map(model, inputs, layers, method, target_category)
-    overlay = show_cam_on_image(seen.astype(np.float32) / 255, heatmap, use_rgb=True)
-    if not mmcv.imwrite(overlay[..., ::-1], save_path):
-        raise FileAccessError(f'could not write {save_path}')
+    write_picture(show_cam_on_image(seen.astype(np.float32) / 255, heatmap, use_rgb=True), save_path)
     classes = inferencer.classes
     return dict(category=category, class_name=classes[category] if classes else None, score=score,
                 target_layers=names)
@@ -188,6 +212,5 @@ def draw_feature_maps(image: str, config: Union[str, Config], save_path: str, ch
         channels, height, width = featmap.shape
         panels.append(_titled(drawn, f'stage {index}: {channels} ch, {height}x{width}, stride {4 * 2**index}'))
     grid = np.concatenate([np.concatenate(panels[:2], axis=1), np.concatenate(panels[2:], axis=1)])
-    if not mmcv.imwrite(grid[..., ::-1], save_path):
-        raise FileAccessError(f'could not write {save_path}')
+    write_picture(grid, save_path)
     return grid

@@ -123,6 +123,7 @@ def test_bad_inputs_fail_clearly(classifier, tmp_path):
     (tmp_path / 'other').mkdir()
     Image.new('RGB', (32, 32)).save(tmp_path / 'other' / 'a.png')
     cases = [
+        ([], ValueError, 'no inputs given'),
         ([str(tmp_path / 'nowhere.jpg')], FileNotFoundError, 'nowhere.jpg does not exist'),
         ([str(tmp_path / 'empty')], ValueError, 'holds no images'),
         ([str(tmp_path / 'table.csv')], ValueError, "unsupported file type '.csv'"),

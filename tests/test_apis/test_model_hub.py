@@ -1,5 +1,6 @@
 """Our classifiers by name in mmpretrain (apis/model_hub.py): registered when mmpretrain loads, official weights
 from a path or the metafile's URL, a clear error offline."""
+import importlib
 import os
 import subprocess
 import sys
@@ -28,6 +29,28 @@ def test_importing_mmmetaformer_leaves_mmpretrain_alone_and_registers_it_when_it
         result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True,
                                 timeout=300, env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
         assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_classifiers_are_registered_once():
+    pytest.importorskip('mmpretrain')
+    from mmpretrain.apis.model import ModelHub
+
+    from mmmetaformer.apis.model_hub import register_classifiers
+    register_classifiers()
+    with mock.patch.object(ModelHub, 'register_model_index', side_effect=AssertionError('registered again')):
+        register_classifiers()
+    assert ModelHub.has('caformer_s18_in1k')
+
+
+def test_import_hook_of_an_absent_module_steps_aside_without_calling_back(monkeypatch):
+    """The one-shot hook leaves the import to the regular finders, which find nothing."""
+    from mmmetaformer.apis.model_hub import _RunAfterImport
+    called = []
+    hook = _RunAfterImport('mmmetaformer_absent_module', lambda: called.append(True))
+    monkeypatch.setattr(sys, 'meta_path', [hook, *sys.meta_path])
+    with pytest.raises(ModuleNotFoundError, match="No module named 'mmmetaformer_absent_module'"):
+        importlib.import_module('mmmetaformer_absent_module')
+    assert hook not in sys.meta_path and not called
 
 
 @pytest.mark.slow

@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 from conftest import ROOT
+from e2e import TINY_POOLFORMER_ARCH
 
 pytest.importorskip('mmdet')
 ort = pytest.importorskip('onnxruntime')
 
-from mmmetaformer.export.ops import batched_nms, multi_level_roi_align, paste_masks  # noqa: E402
+from mmmetaformer.export.ops import batched_nms, multi_level_roi_align, paste_masks, roi_align  # noqa: E402
 
 
 def run_onnx(module: nn.Module, inputs: dict, path: str, dynamic_axes: dict, output_names: list,
@@ -220,3 +221,97 @@ def test_unsupported_detectors_are_refused():
                               {'model.bbox_head.bbox_coder': dict(type='TBLRBBoxCoder', _delete_=True)})
     with pytest.raises(NotImplementedError, match='TBLRBBoxCoder'):
         build_detection_exporter(model)
+
+
+# The configs' detectors at a fraction of their size (one block per backbone stage, 16-channel FPN and heads, three
+# classes): for the wrappers' checks of the model and their detections in PyTorch, where the size does not matter.
+TINY_RETINANET = {'model.backbone.arch': TINY_POOLFORMER_ARCH, 'model.neck.in_channels': [16, 24, 32],
+                  'model.neck.out_channels': 16, 'model.bbox_head.in_channels': 16,
+                  'model.bbox_head.feat_channels': 16, 'model.bbox_head.num_classes': 3}
+TINY_MASK_RCNN = {
+    'model.backbone.arch': TINY_POOLFORMER_ARCH, 'model.neck.in_channels': [8, 16, 24, 32],
+    'model.neck.out_channels': 16, 'model.rpn_head.in_channels': 16, 'model.rpn_head.feat_channels': 16,
+    'model.roi_head.bbox_roi_extractor.out_channels': 16, 'model.roi_head.bbox_head.in_channels': 16,
+    'model.roi_head.bbox_head.fc_out_channels': 32, 'model.roi_head.bbox_head.num_classes': 3,
+    'model.roi_head.mask_roi_extractor.out_channels': 16, 'model.roi_head.mask_head.in_channels': 16,
+    'model.roi_head.mask_head.conv_out_channels': 8, 'model.roi_head.mask_head.num_convs': 1,
+    'model.roi_head.mask_head.num_classes': 3, 'model.test_cfg.rpn.max_per_img': 100}
+
+
+def test_two_stage_with_class_agnostic_boxes_and_every_proposal_candidate_matches_predict():
+    """One box per RoI for all classes (reg_class_agnostic), every anchor a proposal candidate (rpn nms_pre -1) and
+    no minimum proposal size (min_bbox_size -1): the wrapper in PyTorch gives mmdet's predict(rescale=False)."""
+    from mmmetaformer.export.detection import build_detection_exporter
+    from mmmetaformer.export.exporter import example_input
+    from mmmetaformer.export.verify import compare_outputs, torch_outputs
+    cfg, model = build_detector('mask_rcnn_poolformer_s12_1x.py', dict(TINY_MASK_RCNN, **{
+        'model.roi_head.mask_roi_extractor': None, 'model.roi_head.mask_head': None,
+        'model.roi_head.bbox_head.reg_class_agnostic': True, 'model.test_cfg.rpn.nms_pre': -1,
+        'model.test_cfg.rpn.min_bbox_size': -1}))
+    assert model.roi_head.bbox_head.fc_reg.out_features == 4
+    # spread the scores and keep the boxes near their anchors: the tiny random model otherwise gives many empty
+    # boxes of one score, which either side may keep in any order
+    with torch.no_grad():
+        model.roi_head.bbox_head.fc_cls.weight.mul_(10.0)
+        model.roi_head.bbox_head.fc_cls.bias.normal_(0, 2.0)
+        model.rpn_head.rpn_reg.weight.mul_(0.01)
+        model.roi_head.bbox_head.fc_reg.weight.mul_(0.01)
+    wrapper = build_detection_exporter(model)
+    x = example_input((64, 96))
+    with torch.no_grad():
+        dets, labels = wrapper(x)
+    expected = torch_outputs(model, cfg, x)
+    count = int((expected['labels'] >= 0).sum())
+    assert count >= 20 and expected['dets'][0, :count, 4].unique().numel() == count
+    report = compare_outputs('mmdet', expected, dict(dets=dets.numpy(), labels=labels.numpy()))
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize('config, options, message', [
+    ('retinanet', {'model.bbox_head.loss_cls': dict(_delete_=True, type='CrossEntropyLoss', use_sigmoid=False)},
+     'ONNX export of RetinaNet needs an anchor head with sigmoid scores; got RetinaHead'),
+    ('mask_rcnn', {'model.rpn_head.loss_cls.use_sigmoid': False},
+     'supports an RPN head with sigmoid scores and a StandardRoIHead; got RPNHead and StandardRoIHead'),
+    ('mask_rcnn', {'model.roi_head.type': 'PISARoIHead'}, 'got RPNHead and PISARoIHead'),
+    ('mask_rcnn', {'model.roi_head.shared_head': dict(type='ResLayer', depth=18, stage=1)},
+     'ONNX export of MaskRCNN: RoI heads with a shared head are not supported'),
+    ('mask_rcnn', {'model.roi_head.bbox_roi_extractor.type': 'GenericRoIExtractor'},
+     'ONNX export of MaskRCNN supports SingleRoIExtractor only; got GenericRoIExtractor'),
+    ('mask_rcnn', {'model.roi_head.mask_roi_extractor.roi_layer.aligned': False},
+     r"RoIAlign\(pool_mode='avg', aligned=True\) only; got RoIAlign\(pool_mode='avg', aligned=False\)"),
+    ('mask_rcnn', {'model.roi_head.bbox_head.loss_cls': dict(_delete_=True, type='SeesawLoss', num_classes=3)},
+     'ONNX export of MaskRCNN: bbox heads with custom class channels are not supported'),
+    ('mask_rcnn', {'model.test_cfg.rcnn.mask_thr_binary': -1},
+     'ONNX export of MaskRCNN gives binary masks: mask_thr_binary must be >= 0'),
+], ids=['softmax-retinanet', 'softmax-rpn', 'other-roi-head', 'shared-head', 'other-extractor', 'unaligned-roi',
+        'custom-class-channels', 'soft-masks'])
+def test_detectors_outside_the_exported_form_are_refused(config, options, message):
+    from mmmetaformer.export.detection import build_detection_exporter
+    tiny = TINY_RETINANET if config == 'retinanet' else TINY_MASK_RCNN
+    _, model = build_detector(f'{config}_poolformer_s12_1x.py', dict(tiny, **options))
+    with pytest.raises(NotImplementedError, match=message):
+        build_detection_exporter(model)
+
+
+def test_detector_base_wrapper_leaves_the_detection_to_its_subclasses():
+    from mmmetaformer.export.detection import DetectorExport
+    _, model = build_detector('retinanet_poolformer_s12_1x.py', TINY_RETINANET)
+    with pytest.raises(NotImplementedError):
+        DetectorExport(model).eval()(torch.zeros(1, 3, 32, 32))
+
+
+def test_roi_align_below_opset_16_is_refused_with_the_opset_to_use(tmp_path):
+    """ONNX RoiAlign has the sampling grid of mmcv's aligned RoIAlign (half_pixel) from opset 16 on."""
+    from mmmetaformer.export import ExportModule
+    from mmmetaformer.export.exporter import ExportError, export_onnx
+
+    class Pooled(ExportModule):
+        output_names = ('pooled', )
+
+        def forward(self, input):
+            rois = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
+            return (roi_align(input, rois, torch.zeros(1, dtype=torch.long), (2, 2), 1.0, 0), )
+
+    with pytest.raises(ExportError, match=r'ONNX RoiAlign with the semantics of mmcv needs opset >= 16; got opset '
+                                          r'15 \(use --opset 16 or higher\)'):
+        export_onnx(Pooled(), str(tmp_path / 'roi.onnx'), (8, 8), opset=15)

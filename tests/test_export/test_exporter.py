@@ -2,6 +2,7 @@
 path (data preprocessor + predict) on random weights, at two input sizes for dynamic exports; the preprocessing,
 the exportable adaptive pooling and the comparison logic against their references; the command line tool."""
 import os.path as osp
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from conftest import ROOT
-from e2e import load_cfg, run_tool, run_tool_here, write_config
+from e2e import TINY_POOLFORMER_ARCH, load_cfg, run_tool, run_tool_here, write_config
 
 pytest.importorskip('onnxruntime')
 
@@ -189,6 +190,153 @@ def test_export_failure_names_the_module_and_the_config(tmp_path):
         export_onnx(Wrapper(), str(tmp_path / 'x.onnx'), (8, 8), config='my_config.py')
 
 
+def wrapper_around(inner: nn.Module):
+    """An :class:`ExportModule` of a 1x1 convolution (``stem``) followed by ``inner`` (``odd``), output ``out``."""
+    from mmmetaformer.export import ExportModule
+
+    class Wrapper(ExportModule):
+        output_names = ('out', )
+
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 3, 1)
+            self.odd = inner
+
+        def forward(self, input):
+            return (self.odd(self.stem(input)), )
+
+    return Wrapper()
+
+
+class RaisesInPyTorch(nn.Module):
+    """Fails in eager PyTorch too, with ``message``: the exporter's search for the module running a named operator
+    fails as well, and the module is found in the traceback instead."""
+
+    def __init__(self, error: Exception):
+        super().__init__()
+        self.error = error
+
+    def forward(self, x):
+        raise self.error
+
+
+@pytest.mark.parametrize('error', [
+    ValueError('no operator named here'),
+    NotImplementedError("The operator 'aten::fancy_op' is not currently implemented for this device")],
+    ids=['python-error', 'operator-error'])
+def test_export_failure_in_pytorch_names_the_module_from_the_traceback(tmp_path, error):
+    from mmmetaformer.export.exporter import ExportError, export_onnx
+    message = rf'cannot export my_config\.py in module odd \(RaisesInPyTorch\): {type(error).__name__}: '
+    with pytest.raises(ExportError, match=message + re.escape(str(error))):
+        export_onnx(wrapper_around(RaisesInPyTorch(error)), str(tmp_path / 'x.onnx'), (8, 8),
+                    config='my_config.py')
+    assert not (tmp_path / 'x.onnx').exists()
+
+
+def test_export_into_a_missing_folder_is_refused_before_tracing(tmp_path):
+    from mmmetaformer.export.exporter import ExportError, export_onnx
+    folder = tmp_path / 'absent'
+    with pytest.raises(ExportError, match=f'the output folder {re.escape(str(folder))} does not exist'):
+        export_onnx(wrapper_around(RaisesInPyTorch(AssertionError('traced'))), str(folder / 'x.onnx'), (8, 8))
+    assert not folder.exists()
+
+
+def test_export_module_base_has_no_graph_of_its_own():
+    from mmmetaformer.export import ExportModule
+    with pytest.raises(NotImplementedError):
+        ExportModule()(torch.zeros(1, 3, 8, 8))
+    assert ExportModule().dynamic_axes(True) == {'input': {0: 'batch', 2: 'height', 3: 'width'}}
+
+
+def test_wrappers_refuse_models_of_another_library():
+    from mmmetaformer.export.base import ExportError
+    from mmmetaformer.export.classification import ClassifierExport
+    from mmmetaformer.export.segmentation import SegmentorExport
+    with pytest.raises(ExportError, match='can export mmpretrain ImageClassifier models, not Conv2d'):
+        ClassifierExport(nn.Conv2d(3, 3, 1))
+    with pytest.raises(ExportError, match='can export mmseg EncoderDecoder models, not Conv2d'):
+        SegmentorExport(nn.Conv2d(3, 3, 1))
+
+
+def tiny_classifier(head: dict):
+    """The PoolFormer-S12 classifier config with a one-block-per-stage backbone, pooled features and ``head``;
+    the config and the model (random weights, seed 0)."""
+    from mmmetaformer.export.exporter import build_model
+    cfg = load_cfg('mmpretrain/poolformer_s12_in1k.py', {
+        'model.backbone.arch': TINY_POOLFORMER_ARCH, 'model.neck': dict(_delete_=True, type='GlobalAveragePooling'),
+        'model.head': dict(_delete_=True, **head), 'model.train_cfg': None})
+    torch.manual_seed(0)
+    return cfg, build_model(cfg)
+
+
+def test_multi_label_classifier_exports_sigmoid_probabilities():
+    """A MultiLabelClsHead's predict gives sigmoid probabilities (not a softmax): so does the graph."""
+    from mmmetaformer.export import build_export_model
+    from mmmetaformer.export.exporter import example_input
+    from mmmetaformer.export.verify import compare_outputs, torch_outputs
+    cfg, model = tiny_classifier(dict(type='MultiLabelLinearClsHead', num_classes=5, in_channels=32))
+    wrapper = build_export_model(model, cfg)
+    x = example_input((32, 32), batch_size=2)
+    with torch.no_grad():
+        scores, = wrapper(x)
+        logits = model(model.data_preprocessor(dict(inputs=list(x)), False)['inputs'])
+    torch.testing.assert_close(scores, torch.sigmoid(logits))
+    assert not torch.allclose(scores.sum(1), torch.ones(2))
+    assert compare_outputs('mmpretrain', torch_outputs(model, cfg, x), dict(scores=scores.numpy())).ok
+
+
+def test_classifier_heads_without_known_predictions_are_refused():
+    from mmmetaformer.export import build_export_model
+    from mmmetaformer.export.base import ExportError
+    cfg, model = tiny_classifier(dict(type='MultiTaskHead', task_heads=dict(
+        color=dict(type='LinearClsHead', num_classes=3, in_channels=32))))
+    with pytest.raises(ExportError, match='cannot export the classifier head MultiTaskHead: its predictions are known '
+                                          r'for subclasses of ClsHead \(softmax\) and MultiLabelClsHead'):
+        build_export_model(model, cfg)
+
+
+def test_graph_preprocessor_of_the_base_preprocessor_only_converts_to_float():
+    """mmengine's BaseDataPreprocessor only moves data (no normalisation, flip or padding); other modules are not
+    known preprocessors; mean without std is refused; the settings show in the module's repr."""
+    from mmengine.model import BaseDataPreprocessor
+
+    from mmmetaformer.export import GraphPreprocessor
+    from mmmetaformer.export.base import ExportError
+    images = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8)
+    graph = GraphPreprocessor.from_data_preprocessor(BaseDataPreprocessor())
+    assert not graph.normalize and not graph.flip_channels and not graph.pads
+    assert torch.equal(graph(images), BaseDataPreprocessor()(dict(inputs=images.float()))['inputs'])
+    assert graph(images).dtype == torch.float32
+    with pytest.raises(ExportError, match='cannot export the data preprocessor Identity: known are'):
+        GraphPreprocessor.from_data_preprocessor(nn.Identity())
+    with pytest.raises(ValueError, match='needs both mean and std, or neither'):
+        GraphPreprocessor(mean=[0.0, 0.0, 0.0])
+    assert repr(GraphPreprocessor([1.0] * 3, [2.0] * 3, True, 32, None, 0.5)) == (
+        'GraphPreprocessor(normalize=True, flip_channels=True, pad_size_divisor=32, pad_size=None, pad_value=0.5)')
+
+
+def test_export_sizes_from_the_test_pipeline():
+    """The pipeline of the test (else val) dataloader, else the top-level ``test_pipeline``; a resize without
+    keeping the ratio fixes the size, a later ratio-keeping resize frees it again; without a fixed size,
+    segmentors and detectors have a default and classifiers need --shape."""
+    from mmengine.config import Config
+
+    from mmmetaformer.export.exporter import ExportError, config_test_pipeline, default_input_shape, fixed_input_shape
+    resize = dict(type='Resize', scale=(96, 64), keep_ratio=False)  # mm sizes are (w, h)
+    cfg = Config(dict(default_scope='mmseg', test_pipeline=[dict(type='LoadImageFromFile'), resize]))
+    assert config_test_pipeline(cfg) == [dict(type='LoadImageFromFile'), resize]
+    assert fixed_input_shape(cfg) == default_input_shape(cfg) == (64, 96)
+    assert config_test_pipeline(Config(dict(default_scope='mmseg'))) == []
+    for scope, default in (('mmseg', (512, 512)), ('mmdet', (800, 1344))):
+        cfg = Config(dict(default_scope=scope, val_dataloader=dict(dataset=dict(pipeline=[
+            resize, dict(type='mmseg.Resize', scale=(128, 128), keep_ratio=True)]))))
+        assert fixed_input_shape(cfg) is None and default_input_shape(cfg) == default
+    with pytest.raises(ExportError, match='the test pipeline of this mmpretrain config does not fix the image size: '
+                                          'give --shape H W'):
+        default_input_shape(Config(dict(default_scope='mmpretrain', test_pipeline=[dict(type='ResizeEdge',
+                                                                                            scale=64)])))
+
+
 def test_comparison_catches_differences():
     from mmmetaformer.export.verify import compare_outputs
     scores = torch.softmax(torch.randn(2, 10), 1)
@@ -222,6 +370,51 @@ def test_comparison_catches_differences():
         else:
             wrong['masks'][0, 0, 0, :] = 1
         assert not compare_outputs('mmdet', expected, wrong).ok, change
+
+
+def test_comparison_without_detections_on_either_side_agrees_with_a_note():
+    from mmmetaformer.export.verify import compare_outputs
+    nothing = dict(dets=torch.zeros(2, 0, 5), labels=torch.zeros(2, 0, dtype=torch.long))
+    report = compare_outputs('mmdet', nothing, {key: value.numpy() for key, value in nothing.items()})
+    assert report.ok and report.notes == [
+        'no detections on either side: only their absence was compared (random weights find nothing above the '
+        'score threshold; use a trained checkpoint and --image)']
+    assert str(report).endswith('note: no detections on either side: only their absence was compared (random '
+                                'weights find nothing above the score threshold; use a trained checkpoint and '
+                                '--image)\nagrees within tolerance')
+
+
+def test_verify_inputs_of_a_dynamic_export_add_a_second_size():
+    """32 px taller and 32 px narrower (wider where the width is 64 or less); a batch of 2 where the graph allows."""
+    from mmengine.config import Config
+
+    from mmmetaformer.export.verify import second_size, verify_inputs
+    cfg = Config(dict(default_scope='mmpretrain'))
+    assert second_size((64, 96)) == (96, 64) and second_size((64, 64)) == (96, 96)
+    inputs = verify_inputs(cfg, (64, 96), dynamic=True)
+    assert [(text, tuple(x.shape)) for text, x in inputs] == [
+        ('a random 64x96 image', (1, 3, 64, 96)), ('2 random 96x64 images', (2, 3, 96, 64))]
+    inputs = verify_inputs(cfg, (48, 40), dynamic=True, dynamic_batch=False)
+    assert [(text, tuple(x.shape)) for text, x in inputs] == [
+        ('a random 48x40 image', (1, 3, 48, 40)), ('1 random 80x72 image', (1, 3, 80, 72))]
+    assert [text for text, _ in verify_inputs(cfg, (64, 96), dynamic=False)] == ['a random 64x96 image']
+
+
+def test_verify_image_of_another_size_than_a_fixed_export_is_refused(tmp_path):
+    """The test pipeline makes a 90x150 image 224x224 (short side 248, centre crop 224): a graph exported at 64x64
+    without --dynamic cannot take it."""
+    from PIL import Image
+
+    from mmmetaformer.errors import InvalidSettingError
+    from mmmetaformer.export.verify import load_image
+    cfg = load_cfg('mmpretrain/poolformer_s12_in1k.py')
+    image = str(tmp_path / 'image.jpg')
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 150, 3), dtype=np.uint8)).save(image)
+    assert load_image(cfg, image, (224, 224)).shape == (1, 3, 224, 224)
+    with pytest.raises(InvalidSettingError, match=re.escape(
+            f'the test pipeline makes {image} (224, 224) (H, W), but the graph was exported at (64, 64) without '
+            '--dynamic: export with --shape 224 224 or --dynamic to check it on this image')):
+        load_image(cfg, image, (64, 64))
 
 
 @pytest.mark.e2e

@@ -86,6 +86,14 @@ def test_verify_fails_on_an_output_that_is_not_of_its_declared_shape(tmp_path):
         'scores: declared shape (1, 1), onnxruntime returned (1, 1000)'], str(report)
 
 
+def test_unknown_provider_is_refused_with_the_known_ones():
+    from mmmetaformer.errors import InvalidSettingError
+    from mmmetaformer.export.verify import check_provider, inference_session
+    for call in (lambda: check_provider('tpu'), lambda: inference_session('unused.onnx', 'tpu')):
+        with pytest.raises(InvalidSettingError, match=r"unknown onnxruntime provider 'tpu': one of \['cpu', 'cuda'\]"):
+            call()
+
+
 @pytest.mark.e2e
 def test_cuda_provider_is_refused_where_onnxruntime_lacks_it(tmp_path):
     import onnxruntime as ort

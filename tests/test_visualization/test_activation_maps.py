@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from e2e import DET_TINY, run_tool, run_tool_here, save_random_checkpoint, write_config
+from e2e import DET_TINY, TINY_POOLFORMER_ARCH, run_tool, run_tool_here, save_random_checkpoint, write_config
 
 pytestmark = pytest.mark.e2e  # whole models built from the configs, or the tools run
 
@@ -216,3 +216,56 @@ def test_featmap_tool_with_a_checkpoint_and_the_max_channel(classifiers, image, 
                              *[f'{key}={value}' for key, value in SMALL_PIPELINE.items()]])
     assert printed.splitlines()[-1] == f'feature maps of the four stages: {out}'
     assert_picture(str(out), (2 * (256 + 28), 2 * 256))  # the 64x64 crop drawn at least 256 wide
+
+
+def test_pictures_are_written_in_the_format_of_their_extension_or_refused(tmp_path):
+    """RGB in, the same pixels read back (PNG, lossless); an extension OpenCV cannot encode, a picture its encoder
+    refuses (JPEG is limited to 65500 pixels a side) and a folder path through a file each fail with the path, and
+    leave no file."""
+    from mmmetaformer.errors import FileAccessError, InvalidSettingError
+    from mmmetaformer.visualization.activation_maps import write_picture
+    picture = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    path = tmp_path / 'new' / 'picture.png'
+    write_picture(picture, str(path))
+    assert np.array_equal(np.asarray(Image.open(path)), picture)
+    with pytest.raises(InvalidSettingError, match=f"could not write {tmp_path / 'cam'}: OpenCV has no image format "
+                                                  r"for the extension '\(none\)'; use e\.g\. \.png or \.jpg"):
+        write_picture(picture, str(tmp_path / 'cam'))
+    with pytest.raises(InvalidSettingError, match=r"extension '\.xyz'"):
+        write_picture(picture, str(tmp_path / 'cam.xyz'))
+    with pytest.raises(FileAccessError, match=f"could not write {tmp_path / 'wide.jpg'}: OpenCV could not encode the "
+                                              '70000x1 picture as .jpg'):
+        write_picture(np.zeros((1, 70000, 3), dtype=np.uint8), str(tmp_path / 'wide.jpg'))
+    (tmp_path / 'file').write_text('')
+    with pytest.raises(FileAccessError, match=f"could not write {tmp_path / 'file' / 'cam.png'}: "):
+        write_picture(picture, str(tmp_path / 'file' / 'cam.png'))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['file', 'new']
+
+
+def test_stage_outputs_need_a_metaformer_that_runs_all_four_stages():
+    """The four stage outputs (C, H, W) whatever the backbone returns; a backbone that stops early (its last
+    out_index) or is no MetaFormer is refused."""
+    from torch import nn
+
+    from mmmetaformer.errors import InvalidSettingError
+    from mmmetaformer.models import PoolFormer
+    from mmmetaformer.visualization import stage_outputs
+    arch = {key: value for key, value in TINY_POOLFORMER_ARCH.items() if key != '_delete_'}
+    inputs = torch.randn(1, 3, 64, 32)
+    maps = stage_outputs(PoolFormer(arch, out_indices=(3, )).eval(), inputs)
+    assert [tuple(m.shape) for m in maps] == [(8, 16, 8), (16, 8, 4), (24, 4, 2), (32, 2, 1)]
+    with pytest.raises(InvalidSettingError, match=r'the backbone stops after stage 1 \(out_indices=\(0, 1\)\); add '
+                                                  'stage 3 to its out_indices'):
+        stage_outputs(PoolFormer(arch, out_indices=(0, 1)).eval(), inputs)
+    with pytest.raises(InvalidSettingError, match='feature maps need a MetaFormer backbone; this model has a Conv2d'):
+        stage_outputs(nn.Conv2d(3, 8, 1), inputs)
+
+
+def test_feature_maps_refuse_an_unknown_channel_reduction_before_building_the_model(tmp_path):
+    from mmmetaformer.errors import InvalidSettingError
+    from mmmetaformer.visualization import draw_feature_maps
+    with pytest.raises(InvalidSettingError, match=r"channel_reduction must be one of \('squeeze_mean', "
+                                                  r"'select_max'\), got 'mean'"):
+        draw_feature_maps('unused.jpg', str(tmp_path / 'absent.py'), str(tmp_path / 'maps.png'),
+                          channel_reduction='mean')
+    assert not (tmp_path / 'maps.png').exists()
