@@ -47,3 +47,18 @@ def test_mask_rcnn_verifies_on_cuda(tmp_path, capfd):
         report = verify_onnx(model, cfg, path, x, provider='cuda')
         assert report.ok and not report.notes, f'{tuple(x.shape)}:\n{report}'
     assert 'VerifyOutputSizes' not in capfd.readouterr().err
+
+
+def test_a_cuda_provider_that_cannot_start_is_an_error_not_a_cpu_run(tmp_path):
+    """With the GPU hidden (``CUDA_VISIBLE_DEVICES=''``), onnxruntime lists its CUDA provider but falls back to the
+    CPU when the session starts: verifying on CUDA stops with an error instead of checking the CPU."""
+    config = os.path.join(ROOT, 'configs', 'mmpretrain', 'caformer_s18_in1k.py')
+    checkpoint = str(tmp_path / 'caformer.pth')
+    torch.save(dict(state_dict=build_model(load_cfg(config)).state_dict()), checkpoint)
+    command = [sys.executable, 'tools/export_onnx.py', config, checkpoint, '--out', str(tmp_path / 'caformer.onnx'),
+               '--shape', '64', '64', '--verify', '--provider', 'cuda']
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES=''))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and 'onnxruntime could not start CUDAExecutionProvider' in output, output
+    assert 'agrees within tolerance' not in output, output
