@@ -34,11 +34,11 @@ def test_amp_keeps_an_optimizer_wrapper_the_config_chose(capsys):
     from mmengine.config import Config
 
     from mmmetaformer.utils.cli import enable_amp
-    cfg = Config(dict(optim_wrapper=dict(type='mmmetaformer.LayerDecayOptimWrapper', optimizer=dict(type='AdamW'))))
+    cfg = Config(dict(optim_wrapper=dict(type='mmmetaformer.AutocastOptimWrapper', optimizer=dict(type='AdamW'))))
     enable_amp(cfg)
-    assert cfg.optim_wrapper.to_dict() == dict(type='mmmetaformer.LayerDecayOptimWrapper', optimizer=dict(type='AdamW'))
+    assert cfg.optim_wrapper.to_dict() == dict(type='mmmetaformer.AutocastOptimWrapper', optimizer=dict(type='AdamW'))
     assert capsys.readouterr().out == ('--amp: the config already chose the optimizer wrapper '
-                                       'mmmetaformer.LayerDecayOptimWrapper; it is kept as it is.\n')
+                                       'mmmetaformer.AutocastOptimWrapper; it is kept as it is.\n')
 
 
 def tool_args(config: str, **options) -> argparse.Namespace:
