@@ -71,8 +71,8 @@ def load_checkpoint_file(path_or_url: str, setting: Optional[str] = None) -> dic
     if '://' not in str(path_or_url) and not osp.exists(path_or_url):
         raise MissingFileError(f'checkpoint {path_or_url} does not exist')
     if osp.isdir(path_or_url):
-        raise FileAccessError(f'checkpoint {path_or_url} is a folder, not a file: give the checkpoint file in it '
-                              f'(e.g. the .pth file that training wrote)')
+        raise FileAccessError(f'cannot read checkpoint {path_or_url}: it is a folder; give the checkpoint file in '
+                              f'it (e.g. the .pth file that training wrote)')
     try:
         return CheckpointLoader.load_checkpoint(path_or_url, map_location='cpu')
     except Exception as error:  # noqa: BLE001  (network, file and unpickling errors come in many types)

@@ -71,8 +71,8 @@ def test_a_damaged_torch_checkpoint_names_what_torch_load_said(complete, tmp_pat
 
 
 def test_a_folder_or_an_unreadable_file_is_named(complete, tmp_path):
-    with pytest.raises(FileAccessError, match=f'^checkpoint {tmp_path} is a folder, not a file: give the checkpoint '
-                                              r'file in it \(e\.g\. the \.pth file that training wrote\)$'):
+    with pytest.raises(FileAccessError, match=f'^cannot read checkpoint {tmp_path}: it is a folder; give the '
+                                              r'checkpoint file in it \(e\.g\. the \.pth file that training wrote\)$'):
         load_checkpoint_file(str(tmp_path))
     from mmengine.runner.checkpoint import CheckpointLoader
     denied = PermissionError(13, 'Permission denied', str(complete))  # as the file system answers a non-owner
