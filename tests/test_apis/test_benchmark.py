@@ -2,11 +2,23 @@
 the same models. Timings themselves are not tested."""
 import math
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from mmmetaformer.apis.benchmark import MODES, Options, Setting, build_backbone_pair, build_whole_pair, synthetic_batch
+from mmmetaformer.apis.benchmark import (
+    MODES,
+    WHOLE_MODELS,
+    Options,
+    Row,
+    Setting,
+    build_backbone_pair,
+    build_whole_pair,
+    median_step_times,
+    synthetic_batch,
+    training_step,
+)
 from mmmetaformer.models.layers.fast_paths import use_fast_paths
 from e2e import run_tool, run_tool_here
 
@@ -45,6 +57,89 @@ def test_startup_row_sets_the_form_timing_against_a_training_step():
 def test_models_timm_lacks_are_named():
     with pytest.raises(ValueError, match='timm has no identityformer_s12'):
         build_backbone_pair('identityformer_s12')
+    with pytest.raises(ValueError, match=r"unknown model 'metaformer_s12'; families: poolformer, .*caformer"):
+        build_backbone_pair('metaformer_s12')
+
+
+def test_settings_describe_their_row():
+    assert Setting().describe() == 'cpu fp32 eager'
+    assert Setting('cuda', 'fp16', channels_last=True).describe() == 'cuda fp16 channels-last eager'
+    assert Setting('cuda', 'bf16', channels_last=True, compiled=True).describe() == \
+        'cuda bf16 channels-last compiled'
+    assert Setting(compiled_blocks=True, compile_backend='aot_eager').describe() == 'cpu fp32 blocks-compiled'
+    assert Setting(compiled_blocks=True, compile_backend='aot_eager').compile_blocks == dict(backend='aot_eager')
+    assert Setting(compiled=True).compile_blocks is False
+
+
+@pytest.fixture
+def tf32_switches():
+    """Set torch's TF32 switches (matmul, cudnn) in a test; the process's values come back afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+    def set_switches(matmul: bool, cudnn: bool) -> None:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+    yield set_switches
+    set_switches(*saved)
+
+
+@pytest.mark.parametrize('matmul, cudnn, expected', [(True, True, 'tf32/tf32'), (False, True, 'ieee/tf32'),
+                                                      (False, False, 'ieee/ieee')])
+def test_fp32_math_of_gpu_rows_follows_the_tf32_switches(matmul, cudnn, expected, tf32_switches):
+    """The column is read from torch's switches; no GPU is needed to build the row."""
+    tf32_switches(matmul, cudnn)
+    row = Row('caformer_s18', 'train', Setting('cuda'), 'timm', 2.0, 1.0)
+    assert row.fp32_math == expected
+    assert Row('caformer_s18', 'train', Setting(), 'timm', 2.0, 1.0).fp32_math == 'ieee/ieee'  # the CPU: no TF32
+    assert Row('caformer_s18', 'train', Setting('cuda', 'bf16'), 'timm', 2.0, 1.0).fp32_math == '-'
+
+
+def test_step_times_warm_each_step_up_then_interleave_the_timed_calls():
+    calls = []
+    steps = {'ours': lambda: calls.append('ours'), 'timm': lambda: calls.append('timm')}
+    seconds = median_step_times(steps, iters=3, warmup=2)
+    assert calls == ['ours', 'ours', 'timm', 'timm'] + ['ours', 'timm'] * 3
+    assert set(seconds) == {'ours', 'timm'} and all(value >= 0 for value in seconds.values())
+
+
+@pytest.mark.parametrize('scale, skipped', [(1.0, False), (1e36, True)])
+def test_fp16_training_step_skips_an_update_whose_scaled_gradients_overflow(scale, skipped):
+    """fp16 autocast steps go through a gradient scaler: gradients that overflow once scaled (65536x) skip the
+    optimizer step instead of writing inf into the weights."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 2)
+    before = layer.weight.detach().clone()
+    x = torch.randn(3, 4)
+    training_step(layer, lambda: (layer(x).float() * scale).mean(), Setting(precision='fp16'))()
+    assert torch.isfinite(layer.weight).all()
+    assert torch.equal(layer.weight, before) == skipped
+
+
+def test_channels_last_rows_of_the_backbones_and_the_dense_mode():
+    options = Options(models=['poolformerv2_s12'], memory=False, **dict(TINY, whole_size=(32, 32)))
+    setting = Setting(channels_last=True)
+    rows = list(MODES['inference'](options, setting)) + list(MODES['dense'](options, setting))
+    assert [(r.model, r.mode, r.setting.describe(), r.reference) for r in rows] == [
+        ('poolformerv2_s12', 'inference', 'cpu fp32 channels-last eager', 'timm'),
+        ('poolformerv2_s12 32x32', 'dense', 'cpu fp32 channels-last eager', 'timm')]
+    assert all(r.ours_rate > 0 and r.reference_rate > 0 and r.ours_peak_mb is None for r in rows)
+
+
+def test_mask_rcnn_batch_has_a_mask_filling_each_box():
+    from mmdet.registry import MODELS as MMDET_MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmmetaformer.utils.package_files import config_file
+    init_default_scope('mmdet')
+    preprocessor = MMDET_MODELS.build(Config.fromfile(config_file(WHOLE_MODELS['mask_rcnn'])).model.data_preprocessor)
+    data = synthetic_batch(SimpleNamespace(data_preprocessor=preprocessor), 'mask_rcnn', 2, 40, 56)
+    assert data['inputs'].shape == (2, 3, 64, 64)  # padded to a multiple of 32
+    for sample in data['data_samples']:
+        boxes, masks = sample.gt_instances.bboxes, sample.gt_instances.masks
+        assert len(boxes) == len(masks) == 8 and (masks.height, masks.width) == (64, 64)
+        for mask, (x1, y1, x2, y2) in zip(masks.masks, boxes.long().tolist()):
+            assert 0 <= x1 < x2 <= 56 and 0 <= y1 < y2 <= 40
+            assert mask[y1:y2, x1:x2].all() and mask.sum() == (x2 - x1) * (y2 - y1)
 
 
 @pytest.mark.e2e

@@ -24,6 +24,8 @@ BACKBONE_PARAMS = {
     'caformer_s18': 23236912, 'caformer_s36': 36192358, 'caformer_m36': 52564710, 'caformer_b36': 93310566,
 }
 VARIANTS = sorted(BACKBONE_PARAMS)
+# A PoolFormer of one block per stage, 8 channels wide: quick to build and run.
+TINY_ARCH = dict(mmf.PoolFormer.arch_settings['s12'], depths=(1, ) * 4, dims=(8, ) * 4)
 
 
 def build(name, **kwargs):
@@ -173,10 +175,45 @@ def test_hybrid_stages_from_a_config():
     (dict(arch='s12', out_indices=(-1, )), r'out_indices'),
     (dict(arch='s12', frozen_stages=5), r'frozen_stages'),
     (dict(arch=dict(depths=(1, 1, 1), dims=(8, 8, 8), token_mixers={}, norm_cfg={})), r'4 depths and dims'),
+    (dict(arch=12), r'arch must be a name or a dict, got int'),
+    (dict(arch=dict(depths=(1, ) * 4, dims=(8, ) * 4, token_mixers={}, drop_rate=0.1)),
+     r"arch dict: missing keys \['norm_cfg'\], unknown keys \['drop_rate'\]; allowed keys: \('depths', "),
+    (dict(arch=dict(TINY_ARCH, token_mixers=[dict(type='Pooling')] * 3)),
+     r'token_mixers needs 4 entries \(one per stage\), got 3'),
+    (dict(arch=dict(TINY_ARCH, token_mixers=dict(type='Pooling', pool_size=4))),
+     r'Pooling needs an odd pool_size to keep the token grid, got 4'),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         mmf.PoolFormer(**kwargs)
+
+
+def test_a_single_out_index_may_be_an_int():
+    model = mmf.MetaFormer(TINY_ARCH, out_indices=2)
+    assert model.out_indices == (2, ) and list(model.out_norms) == ['2']
+    assert [out.shape for out in model(torch.randn(1, 3, 32, 32))] == [(1, 8, 2, 2)]
+
+
+def test_printed_layers_show_their_settings():
+    """``print(model)`` names what each layer was built with: norm size, bias and eps, scale size, pool window,
+    drop rate."""
+    printed = repr(mmf.MetaFormer(TINY_ARCH, drop_path_rate=0.5).stages[3].blocks[0])
+    for layer in ('(norm1): ModifiedLayerNorm(8, bias=True, eps=1e-05)', '(token_mixer): Pooling(pool_size=3)',
+                  '(drop_path1): DropPath(drop_prob=0.5)', '(layer_scale1): Scale(8)'):
+        assert layer in printed, printed
+    printed = repr(mmf.MetaFormer(dict(TINY_ARCH, norm_cfg=dict(type='ChannelLayerNorm', bias=False, eps=1e-6))))
+    assert '(norm2): ChannelLayerNorm(8, bias=False, eps=1e-06)' in printed
+
+
+def test_a_norm_without_its_normalization_is_an_error():
+    """The float32-statistics norm base leaves the normalization to each norm type."""
+    from mmmetaformer.models.layers.blocks import _FP32Norm
+
+    class Unfinished(_FP32Norm):
+        pass
+
+    with pytest.raises(NotImplementedError):
+        Unfinished(8)(torch.randn(1, 2, 2, 8))
 
 
 def test_bad_inputs_are_named():

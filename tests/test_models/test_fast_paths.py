@@ -492,3 +492,13 @@ def test_two_ranks_take_rank_zeros_measured_forms(tmp_path):
     assert all(process.returncode == 0 for process in ranks), [err[-2000:] for _, err in outputs]
     lines = sorted(out.strip().splitlines()[-1] for out, _ in outputs)
     assert lines == ['0 conv_channels_first,conv_channels_first 2', '1 conv_channels_first,conv_channels_first 2']
+
+
+def test_an_operation_without_a_rule_for_its_forms_is_refused(monkeypatch):
+    """Each operation of ``FORMS`` needs a rule saying which of its forms compute the same math for a call: a new
+    operation without one is an error, not a silent choice."""
+    monkeypatch.setitem(fast_paths.FORMS, 'layer_norm', ('plain', 'fused'))
+    with pytest.raises(KeyError, match='layer_norm'):
+        fast_paths.choose_form('layer_norm', torch.randn(1, 2, 2, 4))
+    with fast_paths.use_fast_paths(False):  # the plain math needs no rule
+        assert fast_paths.choose_form('layer_norm', torch.randn(1, 2, 2, 4)) == 'plain'

@@ -52,6 +52,35 @@ def test_a_mixer_made_under_inference_mode_resamples():
     torch.testing.assert_close(mixer.mixing_matrix(10, 12).sum(1), torch.ones(120))
 
 
+def test_compiled_mixer_resamples_inside_the_graph():
+    """Under ``torch.compile`` the resampling is part of the graph (no cache lookup, so no graph break) and gives
+    the eager result."""
+    mixer = RandomMixing(dim=4, num_tokens=49)
+    x = torch.randn(2, 5, 6, 4)
+    compiled = torch.compile(mixer, backend='eager', fullgraph=True)
+    out = compiled(x)
+    assert not mixer._cache  # the compiled graph resampled: it neither read nor filled the cache
+    torch.testing.assert_close(out, mixer(x))
+
+
+def test_while_compiling_the_mixer_resamples_without_the_cache(monkeypatch):
+    """The branch that ``torch.compile`` traces, run eagerly with the compiler's flag set: a fresh resampling each
+    call, the eager cache untouched."""
+    mixer = RandomMixing(dim=4, num_tokens=49)
+    eager = mixer.mixing_matrix(5, 6)
+    cache = dict(mixer._cache)
+    monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    traced = mixer.mixing_matrix(5, 6)
+    assert traced is not eager and mixer._cache == cache
+    torch.testing.assert_close(traced, eager)
+
+
+def test_mixer_needs_a_square_token_count_and_prints_its_grid():
+    with pytest.raises(ValueError, match='RandomMixing needs a square token grid, got num_tokens=50'):
+        RandomMixing(dim=4, num_tokens=50)
+    assert repr(RandomMixing(dim=4, num_tokens=49)) == 'RandomMixing(num_tokens=49, base_grid=(7, 7))'
+
+
 def test_randformer_trains_at_a_detection_size():
     model = mmf.RandFormer('s12', out_indices=(1, 2, 3)).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)

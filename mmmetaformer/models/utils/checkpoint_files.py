@@ -63,13 +63,16 @@ def load_checkpoint_file(path_or_url: str, setting: Optional[str] = None) -> dic
 
     Raises :class:`~mmmetaformer.errors.MissingFileError` for a missing file and
     :class:`~mmmetaformer.errors.FileAccessError` for a URL that cannot be downloaded (naming ``setting``, the
-    config key that takes a local file instead) or a file that is not a complete torch checkpoint
+    config key that takes a local file instead), a folder, or a file that is not a complete torch checkpoint
     (:func:`describe_unreadable_checkpoint` says what it is).
     """
     from mmengine.runner.checkpoint import CheckpointLoader
     is_url = bool(URL.match(str(path_or_url)))
     if '://' not in str(path_or_url) and not osp.exists(path_or_url):
         raise MissingFileError(f'checkpoint {path_or_url} does not exist')
+    if osp.isdir(path_or_url):
+        raise FileAccessError(f'cannot read checkpoint {path_or_url}: it is a folder; give the checkpoint file in '
+                              f'it (e.g. the .pth file that training wrote)')
     try:
         return CheckpointLoader.load_checkpoint(path_or_url, map_location='cpu')
     except Exception as error:  # noqa: BLE001  (network, file and unpickling errors come in many types)
@@ -80,7 +83,7 @@ def load_checkpoint_file(path_or_url: str, setting: Optional[str] = None) -> dic
                 f'could not download the weights from {path_or_url} ({type(error).__name__}: {error}). Download the '
                 f'file on a machine with internet access and use the local copy instead, {use} (any official '
                 f'layout works; tools/convert_checkpoint.py is optional).') from error
-        if isinstance(error, (PermissionError, IsADirectoryError)):
+        if isinstance(error, PermissionError):
             raise FileAccessError(f'cannot read checkpoint {path_or_url}: {error}') from error
         raise FileAccessError(describe_unreadable_checkpoint(path_or_url, error)) from error
 

@@ -1,6 +1,7 @@
 """Every kind of bad checkpoint file gets one message that says what the file is and what to do
 (models/utils/checkpoint_files.py, weight_loading.py: shared by every tool that reads a checkpoint)."""
 import zipfile
+from unittest import mock
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from mmmetaformer.models.utils import (
     check_model_weights,
     check_start_weights,
     load_checkpoint_file,
+    read_checkpoint,
     training_state_problem,
 )
 
@@ -53,6 +55,40 @@ def test_each_kind_of_unreadable_file_is_named(complete, tmp_path):
         assert '\n' not in str(error.value)
     with pytest.raises(MissingFileError, match='checkpoint .*nowhere.pth does not exist'):
         load_checkpoint_file(str(tmp_path / 'nowhere.pth'))
+
+
+def test_a_damaged_torch_checkpoint_names_what_torch_load_said(complete, tmp_path):
+    """A complete zip archive with torch's data.pkl whose tensor data is missing."""
+    damaged = tmp_path / 'damaged.pth'
+    with zipfile.ZipFile(complete) as source, zipfile.ZipFile(damaged, 'w') as archive:
+        for name in source.namelist():
+            if '/data/' not in name:
+                archive.writestr(name, source.read(name))
+    with pytest.raises(FileAccessError) as error:
+        load_checkpoint_file(str(damaged))
+    assert str(error.value).startswith(f'{damaged} is a torch checkpoint that torch.load could not read: ')
+    assert 'data/0' in str(error.value) and '\n' not in str(error.value)
+
+
+def test_a_folder_or_an_unreadable_file_is_named(complete, tmp_path):
+    with pytest.raises(FileAccessError, match=f'^cannot read checkpoint {tmp_path}: it is a folder; give the '
+                                              r'checkpoint file in it \(e\.g\. the \.pth file that training wrote\)$'):
+        load_checkpoint_file(str(tmp_path))
+    from mmengine.runner.checkpoint import CheckpointLoader
+    denied = PermissionError(13, 'Permission denied', str(complete))  # as the file system answers a non-owner
+    with mock.patch.object(CheckpointLoader, 'load_checkpoint', side_effect=denied), \
+            pytest.raises(FileAccessError, match=f"^cannot read checkpoint {complete}: .*Permission denied"):
+        load_checkpoint_file(str(complete))
+
+
+def test_a_checkpoint_must_hold_a_dict_of_tensors(tmp_path):
+    path = tmp_path / 'list.pth'
+    torch.save([torch.zeros(2)], path)
+    with pytest.raises(InvalidSettingError, match='a checkpoint must be a dict of tensors, got list'):
+        read_checkpoint(str(path))
+    torch.save({'model': {'module.fc.weight': torch.ones(2), 'step': 3}}, path)
+    state_dict = read_checkpoint(str(path))  # unwrapped, without the DDP prefix and the non-tensors
+    assert list(state_dict) == ['fc.weight'] and torch.equal(state_dict['fc.weight'], torch.ones(2))
 
 
 def test_weights_without_training_state_cannot_be_resumed_from(complete):

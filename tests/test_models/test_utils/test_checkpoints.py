@@ -80,6 +80,20 @@ def test_timm_layout_gives_timm_stage_outputs(name, tmp_ckpt):
     assert_same_features(model, timm_stages, (70, 101))
 
 
+def test_unknown_layouts_are_named_and_keys_outside_a_known_layout_are_unused():
+    from mmmetaformer.models.utils import detect_layout, known_layout, to_canonical
+    foreign = {'fc.weight': torch.zeros(2, 4), 'fc.bias': torch.zeros(2)}
+    assert known_layout(foreign) is None
+    with pytest.raises(ValueError, match=r'unrecognised checkpoint layout \(first keys: fc\.weight, fc\.bias\); '
+                                         r'expected a sail-sg PoolFormer v1, .* or mmmetaformer checkpoint'):
+        detect_layout(foreign)
+    official = {'downsample_layers.0.conv.weight': torch.zeros(64, 3, 7, 7), 'norm.weight': torch.zeros(512),
+                'head.weight': torch.zeros(10, 512), 'dist_head.weight': torch.zeros(10, 512)}
+    canonical, unused, layout = to_canonical(official)
+    assert (layout, unused) == ('sail_v2', ['dist_head.weight'])
+    assert list(canonical) == ['backbone.stem.conv.weight', 'head.norm.weight', 'head.fc.weight']
+
+
 def test_wrong_architecture_names_the_first_mismatching_tensor(tmp_ckpt):
     path = tmp_ckpt(build_reference('poolformer_m36').state_dict())
     with pytest.raises(ValueError, match=r"'stem\.conv\.weight' has shape \(96, 3, 7, 7\) in the checkpoint but "
@@ -289,6 +303,9 @@ def test_named_weights_are_the_official_urls_of_the_family_and_arch():
         official_weights_url('caformer', 's18', 'in22k')
     with pytest.raises(ValueError, match="caformer has no arch 's12'"):
         official_weights_url('caformer', 's12', 'in1k')
+    with pytest.raises(ValueError, match="no official weights for 'metaformer': named weights exist for the "
+                                         "published families poolformer, .*caformer \\(give a checkpoint path"):
+        official_weights_url('metaformer', 's12')
     # Unpublished weights fail when the model is built, not when training starts.
     with pytest.raises(ValueError, match=r"poolformerv2_s12 has official ImageNet-1K weights only .*'in21k'"), \
             torch.device('meta'):
