@@ -89,3 +89,21 @@ def test_fp16_scalar_gradients_reach_the_optimizer_unscaled_and_finite():
     scaler.scale(loss).backward()
     scales = [m.scale.grad for m in model.modules() if isinstance(m, mmf.StarReLU)]
     assert scales and all(torch.isfinite(g).all() for g in scales)
+
+
+@pytest.mark.parametrize('grad', [False, True], ids=['inference', 'training'])
+def test_forms_are_timed_among_the_gpu_forms_under_autocast(grad):
+    """Under bf16 autocast a channel Linear has three forms on the GPU: the first call times them on the device
+    (synchronised) and keeps one for the key, and the chosen form gives the Linear's result."""
+    from mmmetaformer.models.layers import fast_paths
+    fast_paths.forget_measured_forms()
+    x = torch.randn(8, 28, 28, 128, device='cuda', requires_grad=grad)
+    weight = torch.randn(256, 128, device='cuda', requires_grad=grad)
+    with fast_paths.use_fast_paths(measure=True), torch.autocast('cuda', dtype=torch.bfloat16), \
+            torch.set_grad_enabled(grad):
+        out = fast_paths.channel_linear(x, weight, None)
+        expected = torch.nn.functional.linear(x, weight)
+    (key, form), = fast_paths.measured_forms().items()
+    assert key[:2] == ('channel_linear', 'cuda') and key[3] == torch.bfloat16 and key[4] == grad
+    assert form in fast_paths.FORMS['channel_linear'] and fast_paths.measuring_seconds() > 0
+    torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2, atol=2e-2)
