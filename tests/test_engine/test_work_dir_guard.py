@@ -105,18 +105,22 @@ def test_checkpoints_are_written_under_a_name_of_their_process(tmp_path, monkeyp
     assert not (tmp_path / LOCK_NAME).exists()  # released at the end of training
 
 
-def test_a_full_disk_removes_the_partial_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+def fail_the_second_save(monkeypatch, code: int, message: str) -> None:
+    """The epoch-2 checkpoint write stops halfway with ``OSError(code, message)``, as a disk would."""
     from mmengine.fileio.backends import LocalBackend
+    put = LocalBackend.put
 
-    def fill_the_disk(self, obj, path):
+    def write(self, obj, path):
         if 'epoch_2' not in str(path):
             return put(self, obj, path)
         with open(path, 'wb') as f:
             f.write(obj[:len(obj) // 2])
-        raise OSError(errno.ENOSPC, 'No space left on device')
+        raise OSError(code, message)
+    monkeypatch.setattr(LocalBackend, 'put', write)
 
-    put = LocalBackend.put
-    monkeypatch.setattr(LocalBackend, 'put', fill_the_disk)
+
+def test_a_full_disk_removes_the_partial_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    fail_the_second_save(monkeypatch, errno.ENOSPC, 'No space left on device')
     runner = toy_runner(tmp_path)
     with pytest.raises(DiskFullError) as error:
         runner.train()
@@ -245,17 +249,7 @@ def test_a_remote_work_dir_gets_no_lock(tmp_path):
 
 
 def test_a_write_error_other_than_a_full_disk_removes_the_partial_file_and_is_raised_as_it_is(tmp_path, monkeypatch):
-    from mmengine.fileio.backends import LocalBackend
-
-    def fail_to_write(self, obj, path):
-        if 'epoch_2' not in str(path):
-            return put(self, obj, path)
-        with open(path, 'wb') as f:
-            f.write(obj[:len(obj) // 2])
-        raise OSError(errno.EIO, 'Input/output error')
-
-    put = LocalBackend.put
-    monkeypatch.setattr(LocalBackend, 'put', fail_to_write)
+    fail_the_second_save(monkeypatch, errno.EIO, 'Input/output error')
     with pytest.raises(OSError, match='Input/output error') as error:
         toy_runner(tmp_path).train()
     assert error.type is OSError and error.value.errno == errno.EIO  # not a DiskFullError
