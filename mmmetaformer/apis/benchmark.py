@@ -231,22 +231,27 @@ def _maybe_compile(module: nn.Module, setting: Setting) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------------ backbones
+def build_backbone(name: str, **kwargs) -> nn.Module:
+    """Our backbone of a model name such as ``caformer_s18``, built with ``kwargs``."""
+    from ..models import FAMILIES
+    family, _, arch = name.partition('_')
+    if family not in FAMILIES:
+        raise InvalidSettingError(f'unknown model {name!r}; families: {", ".join(FAMILIES)}')
+    return FAMILIES[family](arch=arch, **kwargs)
+
+
 def build_backbone_pair(name: str, compile_blocks: Union[bool, dict] = False) -> Tuple[nn.Module, nn.Module]:
     """Our backbone (four stages, no output norm; its blocks compiled with ``compile_blocks``) and timm's model of
     the same name, with the same random weights."""
     import timm
 
-    from ..models import FAMILIES
     from ..models.utils import to_canonical
-    family, arch = name.split('_')
-    if family not in FAMILIES:
-        raise InvalidSettingError(f'unknown model {name!r}; families: {", ".join(FAMILIES)}')
+    ours = build_backbone(name, out_indices=(3, ), norm_outputs=False, compile_blocks=compile_blocks)
     if name not in timm.list_models():
         raise InvalidSettingError(
             f'timm has no {name} to compare with (timm has PoolFormer, PoolFormerV2, ConvFormer and '
             f'CAFormer, not IdentityFormer or RandFormer)')
     reference = timm.create_model(name, pretrained=False, num_classes=0)
-    ours = FAMILIES[family](arch=arch, out_indices=(3, ), norm_outputs=False, compile_blocks=compile_blocks)
     canonical, _, _ = to_canonical(reference.state_dict())
     ours.load_state_dict({k[len('backbone.'):]: v for k, v in canonical.items() if k.startswith('backbone.')})
     return ours, reference
@@ -277,7 +282,8 @@ def startup_rows(options: Options, setting: Setting) -> Iterator[Row]:
     one step (``inf``: nothing was timed, e.g. with ``MMMETAFORMER_FAST_PATH_MEASURE=0``)."""
     from ..models.layers import fast_paths
     for name in options.models:
-        ours = _prepare(build_backbone_pair(name, setting.compile_blocks)[0], setting)
+        ours = _prepare(build_backbone(name, out_indices=(3, ), norm_outputs=False,
+                                       compile_blocks=setting.compile_blocks), setting)
         x = torch.randn(options.batch_size, 3, options.size, options.size, device=setting.device)
         forward = _maybe_compile(ours, setting)
         step = training_step(ours, lambda: forward(x)[0].float().mean(), setting)
@@ -295,11 +301,9 @@ def dense_rows(options: Options, setting: Setting) -> Iterator[Row]:
     sides have their own random weights (speed does not depend on them)."""
     import timm
 
-    from ..models import FAMILIES
     height, width = options.whole_size or DENSE_SIZE
     for name in options.models:
-        family, arch = name.split('_')
-        ours = FAMILIES[family](arch=arch, out_indices=(0, 1, 2, 3), compile_blocks=setting.compile_blocks)
+        ours = build_backbone(name, out_indices=(0, 1, 2, 3), compile_blocks=setting.compile_blocks)
         reference = timm.create_model(name, pretrained=False, features_only=True, out_indices=(0, 1, 2, 3))
         x = torch.randn(DENSE_BATCH, 3, height, width, device=setting.device)
         if setting.channels_last:
