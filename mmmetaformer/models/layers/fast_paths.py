@@ -234,6 +234,7 @@ def choose_form(operation: str, x: Tensor, *args) -> str:
     on the first call with these dtypes, shapes and layout (``args``: the layer's other arguments, as its forms
     take them); otherwise the fixed rule's choice.
     """
+    global _measuring_seconds
     settings = current_settings()
     candidates = _candidates(operation, x, settings)
     forced = settings.forms.get(operation)
@@ -246,7 +247,6 @@ def choose_form(operation: str, x: Tensor, *args) -> str:
     key = _measurement_key(operation, x, args, settings)
     form = _measured.get(key)
     if form is None:
-        global _measuring_seconds
         start = _clock()
         form = _measured[key] = _agreed_across_ranks(
             lambda: _fastest(candidates, FORM_FUNCTIONS[operation], x, args))
