@@ -5,6 +5,7 @@ import sys
 
 from mmengine.config import Config, ConfigDict
 
+from mmmetaformer.models.utils import check_checkpoint_path
 from mmmetaformer.utils.cli import (
     add_shared_options,
     build_runner,
@@ -66,8 +67,8 @@ def main() -> None:
     cfg.load_from = args.checkpoint
     with exit_on_user_error():
         require_data(cfg, ['test'])
-    if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
-        sys.exit(f'error: checkpoint {args.checkpoint} does not exist')
+    with exit_on_user_error():
+        check_checkpoint_path(args.checkpoint)
     if args.show_dir:
         enable_visualization(cfg, osp.abspath(args.show_dir))
     if args.out:

@@ -22,7 +22,7 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 
 from ..errors import InvalidSettingError, MissingFileError
-from ..models.utils import check_model_weights, known_layout, read_checkpoint
+from ..models.utils import check_checkpoint_path, check_model_weights, known_layout, read_checkpoint
 from ..utils.cli import add_cfg_options
 from ..utils.configs import library_of
 
@@ -67,8 +67,8 @@ def build_inferencer(config: Union[str, Config], checkpoint: Optional[str], devi
     initialisation (``init_weights`` is not called).
     """
     cfg = load_model_config(config, cfg_options)
-    if checkpoint is not None and '://' not in checkpoint and not osp.isfile(checkpoint):
-        raise MissingFileError(f'checkpoint {checkpoint} does not exist')
+    if checkpoint is not None:
+        check_checkpoint_path(checkpoint)
     device = device or default_device()
     scope = cfg.default_scope
     init_default_scope(scope)  # mmpretrain's inferencer builds its pipeline in whatever scope is current

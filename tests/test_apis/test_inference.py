@@ -137,6 +137,8 @@ def test_bad_inputs_fail_clearly(classifier, tmp_path):
         run_inference(str(tmp_path / 'missing.py'), checkpoint, [str(image)], out)
     with pytest.raises(FileNotFoundError, match='checkpoint .*missing.pth does not exist'):
         run_inference(config, str(tmp_path / 'missing.pth'), [str(image)], out)
+    with pytest.raises(RuntimeError, match=f'cannot read checkpoint {tmp_path}: it is a folder'):
+        run_inference(config, str(tmp_path), [str(image)], out)
     with pytest.raises(ValueError, match='clip.mp4: OpenCV read no frame of this video'):
         run_inference(config, checkpoint, [str(tmp_path / 'clip.mp4')], out, device='cpu')
     with pytest.raises(ValueError, match='score threshold applies to detectors only'):

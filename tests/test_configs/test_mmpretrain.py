@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from e2e import logged_metric, rel_err, run_tool, write_config
+from e2e import logged_metric, rel_err, run_tool, run_tool_here, write_config
 from official_keys import official_checkpoints
 from reference_impl import build_reference
 
@@ -284,3 +284,10 @@ def test_mmpretrain_own_tools(imagenet, tmp_path):
     assert checkpoint.exists()
     result = run_tool([osp.join(MIM_TOOLS, 'test.py'), cfg, str(checkpoint), '--work-dir', str(work)])
     assert 0.0 <= logged_metric(result, 'accuracy/top1') <= 100.0
+
+
+def test_the_test_tool_refuses_a_folder_given_as_checkpoint(imagenet, tmp_path):
+    printed = run_tool_here(['tools/test.py', 'configs/mmpretrain/poolformer_s12_in1k.py', str(tmp_path),
+                             '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+                             f'test_dataloader.dataset.data_root={imagenet}'], status=1)
+    assert f'error: cannot read checkpoint {tmp_path}: it is a folder' in printed

@@ -58,6 +58,22 @@ def describe_unreadable_checkpoint(path: str, error: Exception) -> str:
             f'that training wrote or tools/convert_checkpoint.py wrote.')
 
 
+def check_checkpoint_path(path_or_url: str) -> None:
+    """Check, before any work, that a checkpoint argument names a URL or an existing file.
+
+    Raises:
+        MissingFileError: nothing exists at the path.
+        FileAccessError: the path is a folder.
+    """
+    if '://' in str(path_or_url):
+        return
+    if not osp.exists(path_or_url):
+        raise MissingFileError(f'checkpoint {path_or_url} does not exist')
+    if osp.isdir(path_or_url):
+        raise FileAccessError(f'cannot read checkpoint {path_or_url}: it is a folder; give the checkpoint file in '
+                              f'it (e.g. the .pth file that training wrote)')
+
+
 def load_checkpoint_file(path_or_url: str, setting: Optional[str] = None) -> dict:
     """The content of a checkpoint file or URL (read as mmengine does, onto the CPU).
 
@@ -68,11 +84,7 @@ def load_checkpoint_file(path_or_url: str, setting: Optional[str] = None) -> dic
     """
     from mmengine.runner.checkpoint import CheckpointLoader
     is_url = bool(URL.match(str(path_or_url)))
-    if '://' not in str(path_or_url) and not osp.exists(path_or_url):
-        raise MissingFileError(f'checkpoint {path_or_url} does not exist')
-    if osp.isdir(path_or_url):
-        raise FileAccessError(f'cannot read checkpoint {path_or_url}: it is a folder; give the checkpoint file in '
-                              f'it (e.g. the .pth file that training wrote)')
+    check_checkpoint_path(path_or_url)
     try:
         return CheckpointLoader.load_checkpoint(path_or_url, map_location='cpu')
     except Exception as error:  # noqa: BLE001  (network, file and unpickling errors come in many types)
