@@ -332,6 +332,43 @@ def test_every_forced_form_equals_the_float64_math(operation, form):
                                    rtol=1e-5, atol=1e-5)
 
 
+def test_channels_first_copy_sends_the_gradient_back_channels_last():
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    out = fast_paths.channels_first(x)
+    assert out.shape == (2, 5, 3, 4) and out.is_contiguous()
+    torch.testing.assert_close(out, x.permute(0, 3, 1, 2))
+    grad_out = torch.randn_like(out)
+    grad, = torch.autograd.grad(out, x, grad_out)
+    assert grad.is_contiguous()  # the plain permute().contiguous() gives an NCHW-strided gradient here
+    torch.testing.assert_close(grad, grad_out.permute(0, 2, 3, 1))
+    with torch.no_grad():
+        torch.testing.assert_close(fast_paths.channels_first(x), out)
+
+
+@pytest.mark.parametrize('channel_linear', fast_paths.FORMS['channel_linear'])
+@pytest.mark.parametrize('depthwise_conv', fast_paths.FORMS['depthwise_conv'])
+def test_every_gradient_arrives_in_the_layout_of_its_tensor(channel_linear, depthwise_conv):
+    """In every form, the gradient of each layer's output has the strides of that output (a gradient in another
+    layout makes the layer's backward slower, unseen by the timing of the forms): the depthwise convolution's
+    input gradient and the channels-first copies (a form's, and the backbone's NCHW outputs) come back channels-
+    last."""
+    torch.manual_seed(0)
+    model = mmf.CAFormer(arch='s18', out_indices=(0, 1, 2, 3), init_cfg=None)
+    misplaced = []
+
+    def check_the_gradient_of_the_output(module, inputs, output):
+        def check(grad, name=module.__class__.__name__, stride=output.stride()):
+            if grad.stride() != stride:
+                misplaced.append((name, tuple(output.shape), stride, grad.stride()))
+        output.register_hook(check)
+    for module in model.modules():
+        if not list(module.children()) or isinstance(module, (mmf.models.layers.SepConv, mmf.models.layers.Mlp)):
+            module.register_forward_hook(check_the_gradient_of_the_output)
+    with fast_paths.use_fast_paths(forms={'channel_linear': channel_linear, 'depthwise_conv': depthwise_conv}):
+        sum(out.mean() for out in model(torch.randn(2, 3, 64, 64))).backward()
+    assert not misplaced
+
+
 def test_the_chooser_keeps_the_fastest_form_timed_once_per_shape(monkeypatch):
     """A fake clock makes ``conv_channels_first`` the fastest: it is chosen, timed once per key (shape, grad mode),
     reused afterwards; forced forms and ``measure=False`` bypass the timing; the time the timing took is counted."""

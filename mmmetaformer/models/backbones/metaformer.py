@@ -12,6 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ...errors import InvalidSettingError
 from ...registry import MODELS, build_module
 from ..layers import DropPath, Mlp, Scale, build_norm, scaled_residual
+from ..layers.fast_paths import channels_first
 from ..utils import NAMED_WEIGHTS, PretrainedFromAnyLayout, official_weights_url
 
 NUM_STAGES = 4
@@ -287,7 +288,7 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
             x = self._run_blocks(stage.blocks, stage.downsample(x))
             if i in self.out_indices:
                 out = self.out_norms[str(i)](x) if self.norm_outputs else x
-                outs.append(out.permute(0, 3, 1, 2).contiguous())
+                outs.append(channels_first(out))  # NCHW, as the necks take it
             if i == last:
                 break
         return tuple(outs)

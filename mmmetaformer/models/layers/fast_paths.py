@@ -465,12 +465,34 @@ def _conv_channels_last(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Te
     return F.conv2d(x.permute(0, 3, 1, 2), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
 
 
+class _ChannelsFirstCopy(torch.autograd.Function):
+    """An NCHW-contiguous copy of a (B, H, W, C) tensor whose gradient comes back in the (B, H, W, C) layout (the
+    plain ``permute().contiguous()`` would hand the previous layer an NCHW-strided gradient)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.permute(0, 3, 1, 2).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.permute(0, 2, 3, 1).contiguous()
+
+
+def channels_first(x: Tensor) -> Tensor:
+    """An NCHW-contiguous copy of a (B, H, W, C) tensor, ``x.permute(0, 3, 1, 2).contiguous()``, whose gradient comes
+    back in the (B, H, W, C) layout: the plain copy hands the layers before it an NCHW-strided gradient, on which
+    each of them runs slower or copies it again."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ChannelsFirstCopy.apply(x)
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
 def _conv_channels_first(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     """The Linear as a 1x1 convolution of a channels-first (NCHW-contiguous) copy, timm's form of these layers.
-    The result is copied back to the (B, H, W, C) layout of the other forms: an NCHW-strided result would slow the
-    following layers (a depthwise convolution, a norm) in ways the timing of this layer does not see."""
-    out = F.conv2d(x.permute(0, 3, 1, 2).contiguous(), weight[:, :, None, None], bias)
-    return out.permute(0, 2, 3, 1).contiguous()
+    The result, and the gradient of ``x``, are copied back to the (B, H, W, C) layout of the other forms: an
+    NCHW-strided tensor would slow the neighbouring layers (a depthwise convolution, a norm, an activation's
+    backward) in ways the timing of this layer does not see."""
+    return F.conv2d(channels_first(x), weight[:, :, None, None], bias).permute(0, 2, 3, 1).contiguous()
 
 
 def channel_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -503,8 +525,10 @@ class _DepthwiseConvFunction(torch.autograd.Function):
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad = grad.contiguous(memory_format=torch.channels_last)
         channels, padding = weight.shape[0], ctx.padding
-        grad_x = torch.nn.grad.conv2d_input(x.shape, weight, grad, padding=padding, groups=channels) \
-            if need_x else None
+        grad_x = None
+        if need_x:  # given the channels-last input (not only its shape), the gradient comes out channels-last too
+            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, (1, 1), padding, (1, 1), False,
+                                                         (0, 0), channels, (True, False, False))[0]
         grad_weight = None
         if need_weight:
             for sample in range(x.shape[0]):  # x[i] convolved with grad[i] as a (C, 1, H, W) kernel: (1, C, k, k)
