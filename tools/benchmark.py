@@ -74,6 +74,9 @@ def main() -> None:
     parser.add_argument('--precisions', nargs='+', choices=['fp32', 'fp16', 'bf16'], default=['fp32', 'fp16', 'bf16'],
                         help='only these rows (fp16/bf16: autocast rows, on the GPU or with --amp)')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory step')
+    parser.add_argument('--steady-heap', action='store_true',
+                        help='make glibc keep freed memory for reuse (mallopt), so that neither side pays for fresh '
+                        'pages and the ratios do not depend on the rows that ran before')
     parser.add_argument('--profile', type=int, default=0, metavar='N',
                         help='also print the N operators that take the most time in each side\'s step')
     parser.add_argument('--onnx', action='store_true', help='instead: the exported ONNX graphs in onnxruntime '
@@ -87,12 +90,16 @@ def main() -> None:
         return
 
     torch.set_num_threads(args.threads)
+    if args.steady_heap:
+        with exit_on_user_error():
+            benchmark.keep_freed_memory()
     options = Options(models=args.models, whole_models=args.whole_models, batch_size=args.batch_size,
                       size=args.size, whole_batch_size=args.whole_batch_size,
                       whole_size=tuple(args.whole_size) if args.whole_size else None, iters=args.iters,
                       warmup=args.warmup, memory=not args.no_memory, profile=args.profile)
     print(f'torch {torch.__version__}, {args.threads} CPU threads; backbones: batch {args.batch_size}, '
-          f'{args.size}x{args.size}; whole models: batch {args.whole_batch_size}; img/s (median step), peak MiB')
+          f'{args.size}x{args.size}; whole models: batch {args.whole_batch_size}; img/s (median step), peak MiB; '
+          f'heap: {"freed memory kept (--steady-heap)" if args.steady_heap else "the C library defaults"}')
     print(benchmark.HEADER, flush=True)
     with exit_on_user_error():
         for setting in settings(args.device, args.amp, args.compile, args.compile_blocks, args.precisions,

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ..errors import InvalidSettingError
 from ..utils.package_files import config_file
+from ..utils.streams import silenced_descriptor
 
 Step = Callable[[], None]
 TIMM_MODELS = ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18', 'caformer_s18']
@@ -158,8 +159,8 @@ def peak_memory_mb(step: Step, device: str = 'cpu') -> float:
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
+    with silenced_descriptor(2), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()  # (the profiler writes its start, stop and a CUDA probe to the standard error on every run)
     live = peak = 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
         live += event.self_cpu_memory_usage
@@ -189,6 +190,32 @@ def compare(model: str, mode: str, setting: Setting, reference: str, steps: Dict
     peaks = {key: peak_memory_mb(step, setting.device) for key, step in steps.items()} if options.memory else {}
     return Row(model, mode, setting, reference, images / seconds['ours'], images / seconds[reference],
                peaks.get('ours'), peaks.get(reference))
+
+
+# glibc's mallopt parameters and the largest mmap threshold it accepts on 64-bit systems (half its 64 MiB heap).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_LARGEST_MMAP_THRESHOLD = 32 * 2**20
+
+
+def keep_freed_memory() -> None:
+    """Make glibc's ``malloc`` keep freed memory for reuse, for the rest of the process: blocks up to 32 MiB come
+    from the heap instead of fresh ``mmap`` s, and the top of the heap is not given back to the system.
+
+    With glibc's defaults, whether a step's temporaries land on pages already mapped or on fresh ones (a page fault
+    and zero-filling per 4 KiB) depends on the sizes freed earlier in the process, so a side's speed depends on
+    which rows and which steps ran before it; a side that allocates more pays more. With freed memory kept, neither
+    side pays for fresh pages and the ratios compare the computation alone, as under a caching allocator (jemalloc,
+    tcmalloc) or ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set at start.
+
+    Raises:
+        InvalidSettingError: the C library has no ``mallopt`` (not glibc) or refuses the settings.
+    """
+    import ctypes
+    mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)
+    if mallopt is None:
+        raise InvalidSettingError('keeping freed memory needs glibc (mallopt); this C library has none')
+    if not (mallopt(_M_MMAP_THRESHOLD, _LARGEST_MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, 2**30)):
+        raise InvalidSettingError('the C library refused the mallopt settings that keep freed memory')
 
 
 # ------------------------------------------------------------------------------------------------ steps

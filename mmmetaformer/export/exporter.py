@@ -7,10 +7,8 @@ through; tracing also exports a whole model in seconds and keeps image sizes dyn
 tensor operations.
 """
 import contextlib
-import os
 import os.path as osp
 import re
-import sys
 import traceback
 import warnings
 from typing import Dict, Optional, Sequence, Tuple
@@ -19,6 +17,7 @@ import torch
 from torch import nn
 
 from ..utils.configs import leaf_datasets
+from ..utils.streams import silenced_descriptor
 from . import ExportModule, build_export_model, task_of
 from .base import INPUT_NAME, ExportError
 from .replacements import exportable_modules
@@ -181,20 +180,12 @@ def _quiet_exporter():
     """Hide the exporter's noise: its warnings (tracer warnings about Python values, the legacy exporter's
     deprecation notice) and the whole TorchScript graph it prints to the C-level stdout when it fails (the
     failure is reported as an :class:`ExportError` instead)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, 'w') as null, warnings.catch_warnings():
-            warnings.simplefilter('ignore', torch.jit.TracerWarning)
-            warnings.simplefilter('ignore', DeprecationWarning)
-            warnings.simplefilter('ignore', FutureWarning)
-            warnings.filterwarnings('ignore', module=r'torch\.onnx')
-            os.dup2(null.fileno(), 1)
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+    with silenced_descriptor(1), warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        warnings.simplefilter('ignore', DeprecationWarning)
+        warnings.simplefilter('ignore', FutureWarning)
+        warnings.filterwarnings('ignore', module=r'torch\.onnx')
+        yield
 
 
 def export_onnx(wrapper: ExportModule, out: str, shape: Tuple[int, int], dynamic: bool = False,

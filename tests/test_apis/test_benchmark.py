@@ -2,6 +2,8 @@
 the same models. Timings themselves are not tested."""
 import math
 import re
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -15,12 +17,14 @@ from mmmetaformer.apis.benchmark import (
     Setting,
     build_backbone_pair,
     build_whole_pair,
+    keep_freed_memory,
     median_step_times,
     synthetic_batch,
     training_step,
 )
+from mmmetaformer.errors import InvalidSettingError
 from mmmetaformer.models.layers.fast_paths import use_fast_paths
-from e2e import run_tool, run_tool_here
+from e2e import run_tool, run_tool_here, tool_env
 
 TINY = dict(batch_size=1, size=64, whole_batch_size=1, whole_size=(64, 96), iters=1, warmup=0)
 
@@ -166,14 +170,54 @@ def test_whole_segmentor_row():  # the detector runs the same code, and its pair
 @pytest.mark.e2e
 def test_tool_prints_a_row():
     result = run_tool(['tools/benchmark.py', '--modes', 'train', '--models', 'poolformer_s12', '--device', 'cpu',
-                       '--batch-size', '1', '--size', '64', '--iters', '1', '--warmup', '0', '--no-memory'])
+                       '--batch-size', '1', '--size', '64', '--iters', '1', '--warmup', '0', '--steady-heap'])
     row, = [line.split() for line in result.stdout.splitlines() if line.startswith('poolformer_s12')]
-    # model, mode, setting (words), reference, ours img/s, reference img/s, ratio, two peak memories ('-': not
-    # measured), the fp32 math of each side
-    (model, mode), (reference, ours, theirs, ratio), math = row[:2], row[-7:-3], row[-1]
+    # model, mode, setting (words), reference, ours img/s, reference img/s, ratio, two peak memories, the fp32
+    # math of each side
+    (model, mode), (reference, ours, theirs, ratio, ours_mb, theirs_mb), math = row[:2], row[-7:-1], row[-1]
     assert (model, mode, reference, math) == ('poolformer_s12', 'train', 'timm', 'ieee/ieee')
-    assert float(ours) > 0 and float(theirs) > 0
+    assert float(ours) > 0 and float(theirs) > 0 and float(ours_mb) > 0 and float(theirs_mb) > 0
     assert_ratio_of_rounded(float(ours), float(theirs), float(ratio.rstrip('x')), 0.01)
+    assert 'heap: freed memory kept (--steady-heap)' in result.stdout.splitlines()[0]
+    assert 'profiler_start' not in result.stderr and 'gpuGetDeviceCount' not in result.stderr  # kineto is quiet
+
+
+# Faults of fresh pages in six steps that each allocate and free 72 MiB in tensors of 8 to 24 MiB: with glibc's
+# defaults the top of the heap goes back to the system after each step and the next step faults its pages again.
+FRESH_PAGES_PER_STEP = """
+import resource
+import torch
+from mmmetaformer.apis.benchmark import keep_freed_memory
+keep_freed_memory()
+
+
+def faults_of_a_step():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    held = [torch.ones(mib * 2**18) for mib in (8, 16, 24, 16, 8)]
+    del held
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+print(*[faults_of_a_step() for _ in range(6)])
+"""
+
+
+@pytest.mark.skipif(sys.platform != 'linux', reason='glibc')
+def test_kept_freed_memory_spares_later_steps_fresh_pages():
+    result = subprocess.run([sys.executable, '-c', FRESH_PAGES_PER_STEP], capture_output=True, text=True,
+                            env=tool_env(), timeout=120, check=True)
+    faults = [int(count) for count in result.stdout.split()]
+    assert faults[0] > 72 * 256 // 2  # the first step maps its pages (4 KiB each)
+    assert sum(faults[2:]) < 256, faults
+
+
+@pytest.mark.parametrize('c_library, message', [(SimpleNamespace(), 'needs glibc'),
+                                                 (SimpleNamespace(mallopt=lambda option, value: 0), 'refused')])
+def test_keeping_freed_memory_needs_glibc_and_its_consent(monkeypatch, c_library, message):
+    import ctypes
+    monkeypatch.setattr(ctypes, 'CDLL', lambda name: c_library)
+    with pytest.raises(InvalidSettingError, match=message):
+        keep_freed_memory()
 
 
 # The end of a printed row: ours and the reference in img/s, their ratio, the two peak memories in MiB ('-': none),
