@@ -4,10 +4,12 @@ The PyTorch side is the mm model itself, not the export wrapper: the raw image g
 ``data_preprocessor`` and ``predict(..., rescale=False)`` (mmseg: ``ori_shape`` = the input size), and the
 predictions are converted to the graph's outputs (:func:`torch_outputs`). :func:`compare_outputs` applies the
 tolerances of the contract: classifier probabilities and segmentor logits to 1e-4; detections: the same number per
-image, the same labels, boxes to 1e-2 px, scores to 1e-3, mask IoU above 0.98. Every output must also have the
+image, the same labels (but for one detection, or 1%, at the cut of the kept list), boxes to 1e-2 px, scores to
+1e-3, mask IoU above 0.98. Every output must also have the
 shape the graph declares (:func:`shape_problems`). onnxruntime runs on its CPU or, where it has it, its CUDA
 execution provider (``PROVIDERS``).
 """
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -23,6 +25,8 @@ PROBABILITY_TOL = 1e-4
 LOGIT_TOL = 1e-4
 BOX_TOL = 1e-2
 SCORE_TOL = 1e-3
+# The share of an image's detections that may differ at the cut of the kept list (see _match_detections).
+MAX_DETECTIONS_AT_THE_CUT = 0.01
 MIN_MASK_IOU = 0.98
 PROVIDERS = {'cpu': 'CPUExecutionProvider', 'cuda': 'CUDAExecutionProvider'}
 
@@ -206,7 +210,13 @@ def _max_abs_diff(expected: Tensor, actual: np.ndarray) -> float:
 def _match_detections(expected: Dict[str, Tensor], actual: Dict[str, np.ndarray], image: int,
                       report: VerifyReport) -> List[tuple]:
     """Pairs (expected row, actual row) of one image: each expected detection with the unused actual detection of
-    the same label nearest to it (near-equal scores may come in another order)."""
+    the same label nearest to it (near-equal scores may come in another order).
+
+    A detection without a partner whose score is at most onnxruntime's lowest kept score (within the score
+    tolerance) sits at the cut of the kept list: candidates of near-equal score at the cuts before and after the
+    non-maximum suppression (``nms_pre``, ``max_per_img``) can go either way, and one admitted on one side only
+    pushes the lowest out. One detection, or up to :data:`MAX_DETECTIONS_AT_THE_CUT` of them, may differ so (noted).
+    """
     keep_e = (expected['labels'][image] >= 0).nonzero().flatten().tolist()
     actual_labels = torch.from_numpy(np.asarray(actual['labels'][image])).long()
     keep_a = (actual_labels >= 0).nonzero().flatten().tolist()
@@ -214,11 +224,16 @@ def _match_detections(expected: Dict[str, Tensor], actual: Dict[str, np.ndarray]
         report.problems.append(f'image {image}: PyTorch finds {len(keep_e)} detections, onnxruntime {len(keep_a)}')
         return []
     actual_dets = torch.from_numpy(np.asarray(actual['dets'][image])).double()
-    pairs, free = [], set(keep_a)
+    lowest_kept = float(actual_dets[keep_a, 4].min()) if keep_a else math.inf
+    pairs, free, at_the_cut = [], set(keep_a), 0
     for row in keep_e:
         label = int(expected['labels'][image, row])
         candidates = [j for j in free if int(actual_labels[j]) == label]
         if not candidates:
+            at_the_cut += 1
+            if (float(expected['dets'][image, row, 4]) - lowest_kept <= SCORE_TOL
+                    and at_the_cut <= max(1, MAX_DETECTIONS_AT_THE_CUT * len(keep_e))):
+                continue
             report.problems.append(f'image {image}: PyTorch detection {row} (label {label}) has no onnxruntime '
                                    f'detection of the same label')
             return []
@@ -226,6 +241,9 @@ def _match_detections(expected: Dict[str, Tensor], actual: Dict[str, np.ndarray]
         best = candidates[int(np.argmin(distance))]
         free.remove(best)
         pairs.append((row, best))
+    if at_the_cut:
+        report.notes.append(f'image {image}: {at_the_cut} of {len(keep_e)} detections at the cut of the kept list '
+                            f'(scores at most {lowest_kept:.6g}) differ between PyTorch and onnxruntime')
     return pairs
 
 

@@ -363,13 +363,27 @@ def test_comparison_catches_differences():
             wrong['dets'][0, 1, 2] += 0.05
         elif change == 'score':
             wrong['dets'][0, 0, 4] -= 0.01
-        elif change == 'label':
-            wrong['labels'][0, 2] = 0
+        elif change == 'label':  # of the top detection (at the cut, another label of near-equal score may be kept)
+            wrong['labels'][0, 0] = 2
         elif change == 'count':
             wrong['labels'][0, 3] = 1
         else:
             wrong['masks'][0, 0, 0, :] = 1
         assert not compare_outputs('mmdet', expected, wrong).ok, change
+
+
+def test_comparison_accepts_another_detection_at_the_cut_of_the_kept_list():
+    from mmmetaformer.export.verify import compare_outputs
+    boxes = torch.tensor([[[0., 0., 10., 10., .9], [5., 5., 20., 20., .3]]])
+    expected = dict(dets=boxes, labels=torch.tensor([[0, 1]]))
+    swapped = boxes.clone()
+    swapped[0, 1] = torch.tensor([30., 30., 40., 40., .3004])  # onnxruntime kept another box at the cut
+    report = compare_outputs('mmdet', expected, dict(dets=swapped.numpy(), labels=np.array([[0, 2]])))
+    assert report.ok and len(report.notes) == 1 and 'at the cut of the kept list' in report.notes[0]
+    not_at_the_cut = [[[30., 30., 40., 40., .9], [5., 5., 20., 20., .3]], [2, 1]]
+    above_the_other_cut = [[[0., 0., 10., 10., .9], [30., 30., 40., 40., .29]], [0, 2]]
+    for dets, labels in (not_at_the_cut, above_the_other_cut):
+        assert not compare_outputs('mmdet', expected, dict(dets=np.array([dets]), labels=np.array([labels]))).ok
 
 
 def test_comparison_without_detections_on_either_side_agrees_with_a_note():
