@@ -5,9 +5,8 @@ The PyTorch side is the mm model itself, not the export wrapper: the raw image g
 predictions are converted to the graph's outputs (:func:`torch_outputs`). :func:`compare_outputs` applies the
 tolerances of the contract: classifier probabilities and segmentor logits to 1e-4; detections: the same number per
 image, the same labels (but for one detection, or 1%, at the cut of the kept list), boxes to 1e-2 px, scores to
-1e-3, mask IoU above 0.98. Every output must also have the
-shape the graph declares (:func:`shape_problems`). onnxruntime runs on its CPU or, where it has it, its CUDA
-execution provider (``PROVIDERS``).
+1e-3, mask IoU above 0.98. Every output must also have the shape the graph declares (:func:`shape_problems`).
+onnxruntime runs on its CPU or, where it has it, its CUDA execution provider (``PROVIDERS``).
 """
 import math
 from dataclasses import dataclass, field
