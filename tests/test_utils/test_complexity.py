@@ -16,8 +16,10 @@ def test_meta_device_count_equals_a_real_forward():
     from mmmetaformer.utils.complexity import build_model_from_config, count_macs, count_params_and_macs
     shape = (64, 160)
     real = build_model_from_config(UPERNET_CAFORMER_S18, 'cpu')
-    assert count_params_and_macs(UPERNET_CAFORMER_S18, shape) == \
-        (sum(p.numel() for p in real.parameters()), count_macs(real, shape, 'mmseg'))
+    macs = count_macs(real, shape, 'mmseg')
+    assert count_params_and_macs(UPERNET_CAFORMER_S18, shape) == (sum(p.numel() for p in real.parameters()), macs)
+    # on the meta device itself, not through the fallback to real tensors
+    assert count_macs(build_model_from_config(UPERNET_CAFORMER_S18, 'meta'), shape, 'mmseg') == macs
 
 
 @pytest.mark.e2e

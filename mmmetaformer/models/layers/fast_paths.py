@@ -22,6 +22,9 @@ function that picks the form of a call, from :data:`FORMS`:
 Every form computes the same math up to rounding, in at least the precision of timm's expression: fp16/bf16
 products and sums are formed in float32 and rounded once.
 
+On other devices than the CPU and CUDA GPUs (the ``meta`` device that counts MACs from shapes alone, for one) the
+plain math runs.
+
 Settings, read at every call:
 
 * ``MMMETAFORMER_FAST_PATHS=0`` (or ``off``/``false``) runs the plain math everywhere; ``1``/``on``/``true`` or unset:
@@ -210,6 +213,8 @@ def _candidates(operation: str, x: Tensor, settings: Settings) -> Sequence[str]:
     if not settings.enabled or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return (plain, )  # the compiler fuses the plain math itself; a traced (ONNX) graph holds the official ops
     device = _device_type(x, settings)
+    if device not in ('cpu', 'cuda'):
+        return (plain, )  # the meta device (shapes only, e.g. counting MACs) and devices without tuned forms
     if operation == 'star_relu':
         own = 'host_scalar' if device == 'cpu' else 'device_scalar'
         return (own, ) + tuple(form for form in FORMS[operation] if form != own)
