@@ -1,7 +1,7 @@
 """The package as a whole: its import graph (no cycle, the models import nothing above them, utils/ nothing of the
 models or above, no engine module the tools' helpers), the former module paths gone from the package and every file,
 ``import mmmetaformer`` in a fresh interpreter, the registry names the configs use, and the import paths README.md
-documents."""
+documents and the private torch names in use."""
 import ast
 import re
 import subprocess
@@ -87,6 +87,21 @@ def test_no_engine_module_imports_the_tools_helpers():
     graph = import_graph()
     assert [module for module, imported in graph.items()
             if module.startswith('mmmetaformer.engine') and 'mmmetaformer.utils.cli' in imported] == []
+
+
+# Private torch names the package and its tools use, each where it is used; the reason is recorded beside the use,
+# and a test pins the behaviour relied on.
+PRIVATE_TORCH_NAMES = {'torch.utils._python_dispatch': {'mmmetaformer/export/exporter.py'}}
+
+
+def test_private_torch_names_are_only_the_recorded_ones():
+    pattern = re.compile(r'\btorch(?:\.\w+)*\._(?!_)\w+')  # not dunder names (__version__)
+    used: Dict[str, Set[str]] = {}
+    for folder in ('mmmetaformer', 'tools'):
+        for path in (Path(ROOT) / folder).rglob('*.py'):
+            for name in pattern.findall(path.read_text()):
+                used.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    assert used == PRIVATE_TORCH_NAMES
 
 
 # The former top-level homes of apis/inference.py, models/utils/ and models/classifiers.py (never written out here,

@@ -131,6 +131,10 @@ def _module_running_op(wrapper: nn.Module, x: torch.Tensor, op_name: str) -> Opt
     """The first module during whose forward the operator ``op_name`` runs (a failure of the ONNX translation of
     that operator, after tracing), seen as a torch function or as an aten operator."""
     from torch.overrides import TorchFunctionMode
+
+    # A private module: torch 2.13 has no public home for TorchDispatchMode, the only hook that sees the aten
+    # operators a torch function runs inside (the exporter names those). Its behaviour here is pinned by
+    # tests/test_export/test_exporter.py::test_the_operator_search_sees_aten_operators_inside_torch_functions.
     from torch.utils._python_dispatch import TorchDispatchMode
     stack, found, handles = [], [], []
 

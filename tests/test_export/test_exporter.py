@@ -190,6 +190,22 @@ def test_export_failure_names_the_module_and_the_config(tmp_path):
         export_onnx(Wrapper(), str(tmp_path / 'x.onnx'), (8, 8), config='my_config.py')
 
 
+def test_the_operator_search_sees_aten_operators_inside_torch_functions():
+    """``native_layer_norm`` runs inside ``F.layer_norm``: only the dispatch mode (a private torch module) sees it,
+    with the name the exporter's errors give."""
+    from mmmetaformer.export.exporter import _module_running_op
+
+    class Normed(nn.Module):
+        def forward(self, x):
+            return nn.functional.layer_norm(x, x.shape[-1:])
+
+    wrapper = wrapper_around(Normed())
+    assert _module_running_op(wrapper, torch.randn(1, 3, 4, 4), 'native_layer_norm') == 'odd (Normed)'
+    assert _module_running_op(wrapper, torch.randn(1, 3, 4, 4), 'layer_norm') == 'odd (Normed)'
+    assert _module_running_op(wrapper, torch.randn(1, 3, 4, 4), 'convolution') == 'stem (Conv2d)'
+    assert _module_running_op(wrapper, torch.randn(1, 3, 4, 4), 'no_such_operator') is None
+
+
 def wrapper_around(inner: nn.Module):
     """An :class:`ExportModule` of a 1x1 convolution (``stem``) followed by ``inner`` (``odd``), output ``out``."""
     from mmmetaformer.export import ExportModule
