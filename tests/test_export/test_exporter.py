@@ -199,11 +199,11 @@ def test_the_operator_search_sees_aten_operators_inside_torch_functions():
         def forward(self, x):
             return nn.functional.layer_norm(x, x.shape[-1:])
 
-    wrapper = wrapper_around(Normed())
-    assert _module_running_op(wrapper, torch.randn(1, 3, 4, 4), 'native_layer_norm') == 'odd (Normed)'
-    assert _module_running_op(wrapper, torch.randn(1, 3, 4, 4), 'layer_norm') == 'odd (Normed)'
-    assert _module_running_op(wrapper, torch.randn(1, 3, 4, 4), 'convolution') == 'stem (Conv2d)'
-    assert _module_running_op(wrapper, torch.randn(1, 3, 4, 4), 'no_such_operator') is None
+    wrapper, x = wrapper_around(Normed()), torch.randn(1, 3, 4, 4)
+    assert _module_running_op(wrapper, x, 'native_layer_norm') == 'odd (Normed)'
+    assert _module_running_op(wrapper, x, 'layer_norm') == 'odd (Normed)'
+    assert _module_running_op(wrapper, x, 'convolution') == 'stem (Conv2d)'
+    assert _module_running_op(wrapper, x, 'no_such_operator') is None
 
 
 def wrapper_around(inner: nn.Module):
