@@ -182,8 +182,10 @@ def test_tool_prints_a_row():
     assert 'profiler_start' not in result.stderr and 'gpuGetDeviceCount' not in result.stderr  # kineto is quiet
 
 
-# Faults of fresh pages in six steps that each allocate and free 72 MiB in tensors of 8 to 24 MiB: with glibc's
-# defaults the top of the heap goes back to the system after each step and the next step faults its pages again.
+# Faults of fresh pages in ten steps that each allocate and free 72 MiB in tensors of 8 to 24 MiB. With glibc's
+# defaults the top of the heap may go back to the system after each step, and the next step faults its pages again.
+# With freed memory kept, the heap grows while the tensors land in new places among the small blocks that torch
+# leaves between them (in 190 runs here: 8 to 24 MiB of growth, always by the third step), then stays.
 FRESH_PAGES_PER_STEP = """
 import resource
 import torch
@@ -198,7 +200,7 @@ def faults_of_a_step():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
-print(*[faults_of_a_step() for _ in range(6)])
+print(*[faults_of_a_step() for _ in range(10)])
 """
 
 
@@ -207,8 +209,9 @@ def test_kept_freed_memory_spares_later_steps_fresh_pages():
     result = subprocess.run([sys.executable, '-c', FRESH_PAGES_PER_STEP], capture_output=True, text=True,
                             env=tool_env(), timeout=120, check=True)
     faults = [int(count) for count in result.stdout.split()]
-    assert faults[0] > 72 * 256 // 2  # the first step maps its pages (4 KiB each)
-    assert sum(faults[2:]) < 256, faults
+    assert faults[0] > 72 * 256 // 2, faults  # the first step maps its pages (4 KiB each)
+    assert sum(faults[1:]) < 72 * 256 // 2, faults  # the later steps together map less than half a step
+    assert sum(faults[5:]) < 256, faults  # and the last five nothing
 
 
 @pytest.mark.parametrize('c_library, message', [(SimpleNamespace(), 'needs glibc'),
