@@ -1,6 +1,5 @@
 """Same weights, same features: official-layout checkpoints from the independent reference implementation, and
 timm / mmpretrain / our own layouts, loaded through ``init_cfg``."""
-import os
 import os.path as osp
 import subprocess
 import sys
@@ -254,7 +253,7 @@ def serve_folder():
 
 @pytest.mark.e2e
 @pytest.mark.parametrize('case', ['official file', 'official url', 'other size', 'offline url', 'not a checkpoint'])
-def test_test_tool_refuses_checkpoints_that_do_not_fit_the_model(tmp_ckpt, tmp_path, serve_folder, case):
+def test_test_tool_refuses_checkpoints_that_do_not_fit_the_model(tmp_ckpt, tmp_path, serve_folder, monkeypatch, case):
     """Loaded by mmengine, these would only warn and the test would measure partly random weights."""
     from mmmetaformer.testing import make_imagenet_folders
     imagenet = make_imagenet_folders(str(tmp_path / 'imagenet'))
@@ -276,13 +275,11 @@ def test_test_tool_refuses_checkpoints_that_do_not_fit_the_model(tmp_ckpt, tmp_p
         checkpoint = str(tmp_path / 'notes.pth')
         open(checkpoint, 'w').write('hello\n')
         expected = [f'error: {checkpoint} is not a torch checkpoint but a text file (it starts with \'hello\')']
-    result = subprocess.run([sys.executable, 'tools/test.py', config, checkpoint,
-                             '--cfg-options', f'test_dataloader.dataset.data_root={imagenet}'],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, TORCH_HOME=str(tmp_path / 'torch_home')))
-    assert result.returncode != 0
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    printed = run_tool_here(['tools/test.py', config, checkpoint,
+                             '--cfg-options', f'test_dataloader.dataset.data_root={imagenet}'], status=1)
     for text in expected:
-        assert text in result.stderr, result.stderr[-3000:]
+        assert text in printed, printed[-3000:]
 
 
 def test_named_weights_are_the_official_urls_of_the_family_and_arch():
