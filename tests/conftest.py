@@ -57,6 +57,18 @@ def module_tmp_factory(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def seeded_random_numbers():
+    """Each test draws the same random numbers in every run, whichever tests ran before it: an unseeded mmengine
+    runner built by an earlier test (``set_random_seed(None)``) seeds the generators from the system's entropy."""
+    import random
+
+    import numpy as np
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
 def fresh_default_scope():
     """Each test starts without mmengine's process-wide default scope, as a new process does: tests that build mm
     models set one, and mmpretrain's inferencer looks its transforms up in whatever scope is current."""
