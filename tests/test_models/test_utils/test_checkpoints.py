@@ -276,7 +276,7 @@ def test_test_tool_refuses_checkpoints_that_do_not_fit_the_model(tmp_ckpt, tmp_p
         open(checkpoint, 'w').write('hello\n')
         expected = [f'error: {checkpoint} is not a torch checkpoint but a text file (it starts with \'hello\')']
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
-    printed = run_tool_here(['tools/test.py', config, checkpoint,
+    printed = run_tool_here(['tools/test.py', config, checkpoint, '--work-dir', str(tmp_path / 'work'),
                              '--cfg-options', f'test_dataloader.dataset.data_root={imagenet}'], status=1)
     for text in expected:
         assert text in printed, printed[-3000:]
