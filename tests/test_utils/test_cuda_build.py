@@ -183,7 +183,7 @@ def script(*args: str, **environ: str) -> subprocess.CompletedProcess:
     """``tools/install.sh`` with ``args``; its environment is this test's .venv unless said otherwise."""
     env = {**os.environ, 'MMMETAFORMER_VENV': str(Path(sys.executable).parent.parent), **environ}
     return subprocess.run(['bash', 'tools/install.sh', *args], cwd=ROOT, capture_output=True, text=True, env=env,
-                          timeout=120)
+                          timeout=600)  # --from resolves offline and imports the whole stack several times
 
 
 def test_install_options_are_checked_before_anything_is_installed(tmp_path):
