@@ -25,11 +25,23 @@ from e2e import (
 pytest.importorskip('mmdet')
 
 
+def coco_shapes(module_tmp_factory, training_images: int) -> str:
+    from mmmetaformer.testing import make_coco_shapes
+    return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', training_images), ('val', 4)))
+
+
+# A SIGTERM sent once the first iteration is logged must arrive before the epoch's last iteration: that leaves six
+# iterations of one process (about 4 s) and four of two processes on two cores (about 5 s).
 @pytest.fixture(scope='module')
 def shapes(module_tmp_factory):
-    """16 training images: 4 iterations per epoch for two processes of 2 images, 8 for one."""
-    from mmmetaformer.testing import make_coco_shapes
-    return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', 16), ('val', 4)))
+    """16 training images: 8 iterations per epoch for one process of 2 images."""
+    return coco_shapes(module_tmp_factory, 16)
+
+
+@pytest.fixture(scope='module')
+def shapes_for_two(module_tmp_factory):
+    """24 training images: 6 iterations per epoch for two processes of 2 images."""
+    return coco_shapes(module_tmp_factory, 24)
 
 
 def test_resuming_batch_sampler_skips_without_loading_and_restores_the_random_states():
@@ -182,19 +194,19 @@ def test_sigterm_to_the_loader_workers_too_still_saves_and_continues(shapes, tmp
 
 
 @pytest.mark.e2e
-def test_dist_train_sigterm_then_run_again_finishes_every_iteration_once(shapes, tmp_path):
-    config = preemptible_config(tmp_path, shapes)
+def test_dist_train_sigterm_then_run_again_finishes_every_iteration_once(shapes_for_two, tmp_path):
+    config = preemptible_config(tmp_path, shapes_for_two)
     work, log = tmp_path / 'work', tmp_path / 'first.log'
     command = ['tools/dist_train.sh', config, '2', '--work-dir', str(work)]
     process = start_tool(command, log, env={'PORT': free_port()})
     wait_for_line(log, FIRST_ITERATION, process)
     process.send_signal(signal.SIGTERM)  # to torchrun, which passes it on to both processes
     assert process.wait(timeout=300) != 0
-    stopped = assert_stopped_mid_epoch(work, iterations_per_epoch=4)
+    stopped = assert_stopped_mid_epoch(work, iterations_per_epoch=6)
     run_tool(command, env={'PORT': free_port()})
-    assert checkpoint_meta(work / 'epoch_2.pth')['iter'] == 8
+    assert checkpoint_meta(work / 'epoch_2.pth')['iter'] == 12
     steps = [step for step, _ in logged_losses(work)]
-    assert steps == list(range(1, 9)), f'stopped after {stopped}; logged iterations {steps}'
+    assert steps == list(range(1, 13)), f'stopped after {stopped}; logged iterations {steps}'
 
 
 @pytest.mark.e2e

@@ -44,9 +44,10 @@ def slurm(module_tmp_factory):
 
 @pytest.fixture(scope='module')
 def shapes(module_tmp_factory):
-    """16 training images: 4 iterations per epoch for two tasks of 2 images."""
+    """24 training images: 6 iterations per epoch for two tasks of 2 images (about 1.2 s each), so that a signal
+    sent once the first is logged has four iterations to arrive before the epoch ends."""
     from mmmetaformer.testing import make_coco_shapes
-    return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', 16), ('val', 4)))
+    return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', 24), ('val', 4)))
 
 
 def job_field(slurm: LocalSlurm, job: str, field: str) -> str:
@@ -73,7 +74,7 @@ def test_preempted_and_requeued_slurm_job_matches_an_uninterrupted_one(slurm, sh
     reference, work, log = tmp_path / 'reference', tmp_path / 'work', tmp_path / 'train.log'
     output = run_tool(['tools/slurm_train.sh', PARTITION, 'reference', config, str(reference)], env=env)
     assert 'Distributed launcher: slurm' in output.stdout + output.stderr
-    assert checkpoint_meta(reference / 'epoch_2.pth')['iter'] == 8  # 16 images in batches of 2 on each of 2 tasks
+    assert checkpoint_meta(reference / 'epoch_2.pth')['iter'] == 12  # 24 images in batches of 2 on each of 2 tasks
 
     # A batch job that Slurm may requeue, signalled as pre-emption or a time limit signals it.
     submitted = subprocess.run(['sbatch', '--parsable', '--requeue', '-p', PARTITION, '-n', '2', '-J', 'retina',
@@ -85,13 +86,13 @@ def test_preempted_and_requeued_slurm_job_matches_an_uninterrupted_one(slurm, sh
     subprocess.run(['scancel', '--signal=TERM', job], env=slurm.env, check=True)
     assert wait_until_ended(slurm, job, restarts=0) == 'FAILED', log.read_text()[-6000:]
     assert 'exiting with status 143' in log.read_text()
-    stopped = assert_stopped_mid_epoch(work, iterations_per_epoch=4)
+    stopped = assert_stopped_mid_epoch(work, iterations_per_epoch=6)
 
     subprocess.run(['scontrol', 'requeue', job], env=slurm.env, check=True)
     assert wait_until_ended(slurm, job, restarts=1) == 'COMPLETED', log.read_text()[-6000:]
     requeued = log.read_text()
-    assert 'Resuming from' in requeued and f'its first {stopped % 4} batches' in requeued
-    assert checkpoint_meta(work / 'epoch_2.pth')['iter'] == 8
+    assert 'Resuming from' in requeued and f'its first {stopped % 6} batches' in requeued
+    assert checkpoint_meta(work / 'epoch_2.pth')['iter'] == 12
     assert_same_weights(reference / 'epoch_2.pth', work / 'epoch_2.pth')
     assert logged_losses(work) == logged_losses(reference)
 
