@@ -25,23 +25,20 @@ from e2e import (
 pytest.importorskip('mmdet')
 
 
-def coco_shapes(module_tmp_factory, training_images: int) -> str:
-    from mmmetaformer.testing import make_coco_shapes
-    return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', training_images), ('val', 4)))
-
-
 # A SIGTERM sent once the first iteration is logged must arrive before the epoch's last iteration: that leaves six
 # iterations of one process (about 4 s) and four of two processes on two cores (about 5 s).
 @pytest.fixture(scope='module')
 def shapes(module_tmp_factory):
     """16 training images: 8 iterations per epoch for one process of 2 images."""
-    return coco_shapes(module_tmp_factory, 16)
+    from mmmetaformer.testing import make_coco_shapes
+    return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', 16), ('val', 4)))
 
 
 @pytest.fixture(scope='module')
 def shapes_for_two(module_tmp_factory):
     """24 training images: 6 iterations per epoch for two processes of 2 images."""
-    return coco_shapes(module_tmp_factory, 24)
+    from mmmetaformer.testing import make_coco_shapes
+    return make_coco_shapes(str(module_tmp_factory.mktemp('shapes')), splits=(('train', 24), ('val', 4)))
 
 
 def test_resuming_batch_sampler_skips_without_loading_and_restores_the_random_states():
