@@ -14,6 +14,7 @@ import torch
 from mmengine.dist import all_gather_object, get_rank, is_main_process
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
+from torch import nn
 
 from ..errors import DiskFullError, InvalidSettingError, WorkDirInUseError
 from ..models.utils import (
@@ -92,6 +93,7 @@ class CrashSafeRunner(Runner):
     """
 
     def __init__(self, *args, **kwargs) -> None:
+        self._compiled_model: Optional[nn.Module] = None  # the model whose forward pass compile_cfg has compiled
         super().__init__(*args, **kwargs)
         self.register_hook(StartupChecksHook())
 
@@ -103,10 +105,11 @@ class CrashSafeRunner(Runner):
     def _compile_forward(self) -> None:
         compile_cfg = self.cfg.get('compile')
         model = self.model.module if is_model_wrapper(self.model) else self.model
-        if not compile_cfg or model._compiled_call_impl is not None:
+        if not compile_cfg or model is self._compiled_model:
             return
         options = dict(compile_cfg) if isinstance(compile_cfg, dict) else {}
         model.compile(**options)
+        self._compiled_model = model
         self.logger.info(f'torch.compile: the model\'s forward pass is compiled ({options or "default options"}); '
                          'the first iterations of each input shape and mode are slow.')
 

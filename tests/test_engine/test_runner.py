@@ -86,9 +86,13 @@ def test_validation_and_test_compile_the_forward_pass_when_the_config_asks(tmp_p
     runner = toy_runner(tmp_path, width=8, cfg=dict(compile=dict(backend='eager')), val_dataloader=loader,
                         val_cfg=dict(), val_evaluator=[Count()], test_dataloader=loader, test_cfg=dict(),
                         test_evaluator=[Count()])
+    compiled = []
+    compile_model = runner.model.compile
+    runner.model.compile = lambda **options: compiled.append(options) or compile_model(**options)
     assert runner.val() == dict(samples=3, width=8)
-    assert runner.model._compiled_call_impl is not None
+    assert compiled == [dict(backend='eager')]
     assert runner.test() == dict(samples=3, width=8)
+    assert compiled == [dict(backend='eager')]  # compiled once for both
 
 
 def test_a_class_name_that_the_mmseg_data_set_type_lacks_stops_before_the_data_set_is_built(tmp_path):

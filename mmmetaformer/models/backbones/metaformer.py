@@ -259,6 +259,9 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
         self._freeze_stages()
         if mode and self.norm_eval:
             for m in self.modules():
+                # torch's private _BatchNorm: the one base class of BatchNorm1d/2d/3d, SyncBatchNorm and mmengine's
+                # _BatchNormXd (torch has no public one). Pinned by tests/test_models/test_backbones.py::
+                # test_norm_eval_keeps_batch_norms_of_custom_mixers_in_eval.
                 if isinstance(m, _BatchNorm):
                     m.eval()
         return self

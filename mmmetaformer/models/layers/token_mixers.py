@@ -118,7 +118,10 @@ class RandomMixing(nn.Module):
         matrix = self.random_matrix
         if torch.compiler.is_compiling():  # the cache key (version, data_ptr) would break the graph: resample in it
             return self._resample(matrix.detach().float(), height, width).to(matrix.dtype)
-        version = -1 if matrix.is_inference() else matrix._version  # inference tensors keep no version counter
+        # Tensor._version (private; torch has no public counter of in-place changes) drops the cache when the
+        # stored matrix is changed in place, e.g. by load_state_dict; inference tensors keep no counter. Pinned by
+        # tests/test_models/test_random_mixing.py::test_cache_is_dropped_when_the_matrix_changes.
+        version = -1 if matrix.is_inference() else matrix._version
         key = (height, width, matrix.device, matrix.dtype, version, matrix.data_ptr())
         cached = self._cache.get(key)
         if cached is None:
