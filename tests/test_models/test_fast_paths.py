@@ -470,6 +470,27 @@ def test_fast_path_environment_switch(monkeypatch, value, enabled):
         fast_paths.fast_paths_enabled()
 
 
+def test_a_block_keeps_the_settings_it_does_not_name(monkeypatch):
+    """The environment's switch holds inside ``use_fast_paths(forms=..., measure=...)``, and an inner block keeps the
+    device of the block around it."""
+    x = torch.randn(1, 2, 2, 4)
+    monkeypatch.setenv(fast_paths.ENV_SWITCH, '0')
+    with fast_paths.use_fast_paths(forms={'star_relu': 'device_scalar'}, measure=False):
+        assert not fast_paths.fast_paths_enabled()
+        assert fast_paths.choose_form('star_relu', x) == 'plain'
+        with fast_paths.use_fast_paths(True):
+            assert fast_paths.choose_form('star_relu', x) == 'device_scalar'
+    monkeypatch.setenv(fast_paths.ENV_SWITCH, '1')
+    outside = fast_paths.current_settings()
+    with fast_paths.use_fast_paths(device='cuda'):
+        with fast_paths.use_fast_paths(measure=False):
+            assert fast_paths.current_settings().device == 'cuda'
+            assert fast_paths.choose_form('star_relu', x) == 'device_scalar'
+        with fast_paths.use_fast_paths(False):
+            assert fast_paths.choose_form('star_relu', x) == 'plain'
+    assert fast_paths.current_settings() == outside and outside.device is None
+
+
 def test_forms_environment_forces_forms_and_names_the_accepted_ones(monkeypatch):
     monkeypatch.setenv(fast_paths.ENV_FORMS, 'channel_linear=conv_channels_first, depthwise_conv=conv')
     assert fast_paths.current_settings().forms == {'channel_linear': 'conv_channels_first', 'depthwise_conv': 'conv'}

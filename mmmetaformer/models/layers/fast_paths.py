@@ -32,8 +32,8 @@ Settings, read at every call:
 * ``MMMETAFORMER_FAST_PATH_FORMS=channel_linear=linear,depthwise_conv=conv`` forces forms by operation;
 * ``MMMETAFORMER_FAST_PATH_MEASURE=0`` turns the timing off: each measured operation then takes its first form
   (the plain one), unless forced;
-* :func:`use_fast_paths` overrides all three inside a ``with`` block, and can make CPU tensors take the branches of
-  another device (``use_fast_paths(device='cuda')``: how the CPU test suite runs the GPU branches).
+* :func:`use_fast_paths` overrides those it names inside a ``with`` block, and can make CPU tensors take the
+  branches of another device (``use_fast_paths(device='cuda')``: how the CPU test suite runs the GPU branches).
 """
 import math
 import os
@@ -129,20 +129,23 @@ def fast_paths_enabled() -> bool:
 
 
 @contextmanager
-def use_fast_paths(enabled: bool = True, device: Optional[str] = None, forms: Optional[Dict[str, str]] = None,
-                   measure: Optional[bool] = None) -> Iterator[None]:
-    """Set the fast paths inside a ``with`` block (the previous settings come back afterwards).
+def use_fast_paths(enabled: Optional[bool] = None, device: Optional[str] = None,
+                   forms: Optional[Dict[str, str]] = None, measure: Optional[bool] = None) -> Iterator[None]:
+    """Set the fast paths inside a ``with`` block (the previous settings come back afterwards). What a call does
+    not name keeps the setting in force: the environment's, or an enclosing block's.
 
     Args:
-        enabled: False runs the plain PyTorch math everywhere.
+        enabled: True turns the fast paths on, False runs the plain PyTorch math everywhere; None (default) keeps
+            the setting in force (``MMMETAFORMER_FAST_PATHS=0`` still runs the plain math inside
+            ``use_fast_paths(forms=...)``).
         device: take the branches of this device type (``'cpu'`` or ``'cuda'``) whatever device the tensors are
-            on; None (default) follows each tensor. ``use_fast_paths(device='cuda')`` runs the GPU branches on the
-            CPU (how the tests cover them).
+            on; None (default) keeps an enclosing block's choice, and outside any each tensor's own device.
+            ``use_fast_paths(device='cuda')`` runs the GPU branches on the CPU (how the tests cover them).
         forms: force forms by operation, e.g. ``{'channel_linear': 'conv_channels_first'}`` (names in
-            :data:`FORMS`); a forced form applies wherever it computes the same math, the others are chosen as
-            usual.
-        measure: False: no timing, each measured operation takes its first form unless forced; None: as the
-            environment says.
+            :data:`FORMS`), added to those forced already; a forced form applies wherever it computes the same
+            math, the others are chosen as usual.
+        measure: False: no timing, each measured operation takes its first form unless forced; True: timing;
+            None (default): the setting in force.
 
     Example:
         >>> with use_fast_paths(False):
@@ -155,10 +158,10 @@ def use_fast_paths(enabled: bool = True, device: Optional[str] = None, forms: Op
             raise InvalidSettingError(f'unknown form {operation}={form}; the forms are {FORMS}')
     global _override
     previous = _override
-    _override = {**previous, 'enabled': bool(enabled), 'device': device,
+    named = dict(enabled=None if enabled is None else bool(enabled), device=device,
+                 measure=None if measure is None else bool(measure))
+    _override = {**previous, **{name: value for name, value in named.items() if value is not None},
                  'forms': {**previous.get('forms', {}), **(forms or {})}}
-    if measure is not None:
-        _override['measure'] = bool(measure)
     try:
         yield
     finally:
@@ -231,8 +234,10 @@ def _candidates(operation: str, x: Tensor, settings: Settings) -> Sequence[str]:
 
 
 def choose_form(operation: str, x: Tensor, *args) -> str:
-    """The form that ``operation`` (a key of :data:`FORMS`) takes for input ``x``: the one place where the math
-    branches on the device, the dtype, the layout, autocast, gradient mode or the compiler.
+    """The form that ``operation`` (a key of :data:`FORMS`) takes for input ``x``: the one place where the blocks'
+    choice of form depends on the device, the dtype, the layout, autocast, gradient mode or the compiler. (Inside a
+    form, the hand-written autograd Functions run only where gradients are needed; without them the same math is
+    computed in place.)
 
     Among the forms that compute the same math here, a form forced by :func:`use_fast_paths` or
     ``MMMETAFORMER_FAST_PATH_FORMS`` wins; then, for a measured operation (:data:`MEASURED`), the fastest form timed
@@ -531,7 +536,11 @@ class _DepthwiseConvFunction(torch.autograd.Function):
         grad = grad.contiguous(memory_format=torch.channels_last)
         channels, padding = weight.shape[0], ctx.padding
         grad_x = None
-        if need_x:  # given the channels-last input (not only its shape), the gradient comes out channels-last too
+        if need_x:
+            # The aten operator (not a public function): given the channels-last input itself, the gradient comes
+            # out channels-last too. Its public wrapper torch.nn.grad.conv2d_input passes only the input's shape (a
+            # zero-stride tensor), which gives an NCHW gradient. Pinned by tests/test_models/test_fast_paths.py::
+            # test_every_gradient_arrives_in_the_layout_of_its_tensor.
             grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, (1, 1), padding, (1, 1), False,
                                                          (0, 0), channels, (True, False, False))[0]
         grad_weight = None
