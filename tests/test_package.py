@@ -122,7 +122,7 @@ PRIVATE_TORCH_NAMES = {
     '._version': {'mmmetaformer/models/layers/token_mixers.py'},
 }
 # Private attributes of torch's tensors and modules (no torch prefix to find them by).
-PRIVATE_TORCH_ATTRIBUTES = r'_version|_base|_cdata|_grad_fn|_compiled_call_impl|_conv_forward|_parameters|_buffers|' \
+PRIVATE_TORCH_ATTRIBUTES = r'_version|_cdata|_grad_fn|_compiled_call_impl|_conv_forward|_parameters|_buffers|' \
     r'_modules|_forward_hooks|_forward_pre_hooks|_backward_hooks|_global_\w+'
 
 
