@@ -3,7 +3,9 @@
 The comparisons, each a *mode* in :data:`MODES`:
 
 - backbones (``inference``, ``train``): ours beside timm's implementation of the same model, from the same weights;
-  both compute the four stages (timm ``forward_features``, ours ``out_indices=(3,)`` without output norm);
+  both compute the four stages (timm ``forward_features``, ours ``out_indices=(3,)`` without output norm).
+  IdentityFormer and RandFormer, which timm does not name, are timm's PoolFormerV2 with their token mixers
+  (:func:`timm_reference`);
 - ``dense``: the backbones' training step with all four stage outputs at the detectors' input size (timm
   ``features_only``);
 - ``whole``: RetinaNet / Mask R-CNN / Semantic FPN with our PoolFormer beside the same config with mmpretrain's
@@ -35,7 +37,9 @@ from ..utils.package_files import config_file
 from ..utils.streams import silenced_descriptor
 
 Step = Callable[[], None]
-TIMM_MODELS = ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18', 'caformer_s18']
+# One model of each family (timm builds IdentityFormer and RandFormer as PoolFormerV2 with other token mixers).
+TIMM_MODELS = ['poolformer_s12', 'poolformerv2_s12', 'identityformer_s12', 'randformer_s12', 'convformer_s18',
+               'caformer_s18']
 # The dense-prediction input of the detectors' published setup: four stage outputs of a 2x3x800x1333 batch.
 DENSE_BATCH, DENSE_SIZE = 2, (800, 1333)
 # Whole models and the config each is built from (names relative to the packaged configs/).
@@ -267,26 +271,78 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
     return FAMILIES[family](arch=arch, **kwargs)
 
 
-def build_backbone_pair(name: str, compile_blocks: Union[bool, dict] = False) -> Tuple[nn.Module, nn.Module]:
-    """Our backbone (four stages, no output norm; its blocks compiled with ``compile_blocks``) and timm's model of
-    the same name, with the same random weights."""
-    import timm
+class TokenMatrixMixing(nn.Module):
+    """RandFormer's token mixer in timm's channels-first blocks, as the paper writes it: a frozen N x N matrix
+    multiplied over the N = H*W tokens of each channel (timm has no RandFormer). timm builds a mixer from its
+    width alone, so the matrix comes afterwards, from :meth:`load_matrix`."""
 
+    def __init__(self, dim: int, **kwargs) -> None:
+        super().__init__()
+        self.register_buffer('random_matrix', None)
+
+    def load_matrix(self, matrix: Tensor) -> None:
+        """Mix with ``matrix`` (N x N, row i the weights of the input tokens in output token i) from now on."""
+        self.random_matrix = matrix.detach().clone()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.random_matrix is None:
+            raise RuntimeError('TokenMatrixMixing has no matrix yet: call load_matrix() first')
+        batch, channels, height, width = x.shape
+        return torch.matmul(x.reshape(batch, channels, height * width), self.random_matrix.t()).reshape(x.shape)
+
+
+def timm_reference(name: str) -> nn.Module:
+    """timm's model of a backbone name, without a head: timm's own model where timm has the family, else timm's
+    ``MetaFormer`` built as the paper builds the family from PoolFormerV2 (IdentityFormer: identity token mixers;
+    RandFormer: identity in stages 1-2, :class:`TokenMatrixMixing` in stages 3-4)."""
+    import timm
+    family, _, arch = name.partition('_')
+    base = f'poolformerv2_{arch}' if family in ('identityformer', 'randformer') else name
+    mixers = {'identityformer': nn.Identity, 'randformer': [nn.Identity, nn.Identity] + [TokenMatrixMixing] * 2}
+    kwargs = {'token_mixers': mixers[family]} if family in mixers else {}
+    return timm.create_model(base, pretrained=False, num_classes=0, **kwargs)
+
+
+def _random_mixing_grids(name: str, size: int) -> List[Tuple[int, int]]:
+    """The token grid each RandomMixing mixer of a backbone sees on a ``size`` x ``size`` input, in module order."""
+    from ..models.layers import RandomMixing
+    model = build_backbone(name, out_indices=(3, ), norm_outputs=False)  # eager: only the shapes are wanted
+    grids: List[Tuple[int, int]] = []
+
+    def record(mixer: nn.Module, args: tuple) -> None:
+        grids.append(tuple(args[0].shape[1:3]))  # the mixers take (B, H, W, C)
+
+    hooks = [module.register_forward_pre_hook(record) for module in model.modules() if isinstance(module, RandomMixing)]
+    if hooks:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+    return grids
+
+
+def build_backbone_pair(name: str, compile_blocks: Union[bool, dict] = False,
+                        size: int = 224) -> Tuple[nn.Module, nn.Module]:
+    """Our backbone (four stages, no output norm; its blocks compiled with ``compile_blocks``) and timm's model of
+    the same name (:func:`timm_reference`) for a ``size`` x ``size`` input, with the same random weights (a
+    RandFormer's mixing matrices: ours, resampled to the input's grids as our mixers do)."""
+    from ..models.layers import RandomMixing
     from ..models.utils import to_canonical
     ours = build_backbone(name, out_indices=(3, ), norm_outputs=False, compile_blocks=compile_blocks)
-    if name not in timm.list_models():
-        raise InvalidSettingError(
-            f'timm has no {name} to compare with (timm has PoolFormer, PoolFormerV2, ConvFormer and '
-            f'CAFormer, not IdentityFormer or RandFormer)')
-    reference = timm.create_model(name, pretrained=False, num_classes=0)
+    reference = timm_reference(name)
+    mixers = [module for module in reference.modules() if isinstance(module, TokenMatrixMixing)]
     canonical, _, _ = to_canonical(reference.state_dict())
-    ours.load_state_dict({k[len('backbone.'):]: v for k, v in canonical.items() if k.startswith('backbone.')})
+    ours.load_state_dict({k[len('backbone.'):]: v for k, v in canonical.items() if k.startswith('backbone.')},
+                         strict=not mixers)  # a RandFormer keeps its own mixing matrices, which go to timm's
+    ours_mixers = [module for module in ours.modules() if isinstance(module, RandomMixing)] if mixers else []
+    for mixer, ours_mixer, grid in zip(mixers, ours_mixers, _random_mixing_grids(name, size) if mixers else [],
+                                       strict=True):
+        mixer.load_matrix(ours_mixer.mixing_matrix(*grid))
     return ours, reference
 
 
 def backbone_rows(options: Options, setting: Setting, train: bool) -> Iterator[Row]:
     for name in options.models:
-        ours, reference = (_prepare(m, setting) for m in build_backbone_pair(name, setting.compile_blocks))
+        ours, reference = (_prepare(m, setting) for m in build_backbone_pair(name, setting.compile_blocks,
+                                                                                      options.size))
         x = torch.randn(options.batch_size, 3, options.size, options.size, device=setting.device)
         if setting.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

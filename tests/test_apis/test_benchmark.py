@@ -15,6 +15,7 @@ from mmmetaformer.apis.benchmark import (
     Options,
     Row,
     Setting,
+    TokenMatrixMixing,
     build_backbone_pair,
     build_whole_pair,
     keep_freed_memory,
@@ -58,9 +59,26 @@ def test_startup_row_sets_the_form_timing_against_a_training_step():
     assert row.ours_rate == math.inf and row.reference_rate > 0  # nothing timed
 
 
-def test_models_timm_lacks_are_named():
-    with pytest.raises(ValueError, match='timm has no identityformer_s12'):
-        build_backbone_pair('identityformer_s12')
+@pytest.mark.parametrize('name, size', [('identityformer_s12', 64), ('randformer_s12', 224), ('randformer_s12', 96)])
+def test_timm_builds_the_families_it_lacks_from_its_metaformer(name, size):
+    """IdentityFormer and RandFormer against timm's MetaFormer with their token mixers: the same four stages from
+    the same weights, a RandFormer's mixing matrices resampled to the input's grids on both sides."""
+    ours, reference = build_backbone_pair(name, size=size)
+    ours.eval(), reference.eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], reference.forward_features(x), rtol=1e-4, atol=1e-4)
+    matrices = [module.random_matrix for module in reference.modules() if isinstance(module, TokenMatrixMixing)]
+    assert [m.shape[0] for m in matrices] == ([] if name == 'identityformer_s12' else
+                                              [(size // 16) ** 2] * 6 + [(size // 32) ** 2] * 2)
+
+
+def test_token_matrix_mixing_needs_its_matrix():
+    with pytest.raises(RuntimeError, match=r'call load_matrix\(\) first'):
+        TokenMatrixMixing(8)(torch.zeros(1, 8, 2, 2))
+
+
+def test_unknown_models_are_named():
     with pytest.raises(ValueError, match=r"unknown model 'metaformer_s12'; families: poolformer, .*caformer"):
         build_backbone_pair('metaformer_s12')
 
