@@ -119,6 +119,7 @@ PRIVATE_TORCH_NAMES = {
     'torch.nn.modules.batchnorm._BatchNorm': {'mmmetaformer/models/backbones/metaformer.py'},
     'torch.ops.aten.convolution_backward': {'mmmetaformer/models/layers/fast_paths.py'},
     '._version': {'mmmetaformer/models/layers/token_mixers.py'},
+    'torch._dynamo': {'mmmetaformer/models/backbones/metaformer.py'},
 }
 # Private attributes of torch's tensors and modules (no torch prefix to find them by).
 PRIVATE_TORCH_ATTRIBUTES = r'_version|_cdata|_grad_fn|_compiled_call_impl|_conv_forward|_parameters|_buffers|' \

@@ -4,6 +4,7 @@ import difflib
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch._dynamo.config as dynamo_config
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch import Tensor, nn
@@ -16,6 +17,7 @@ from ..layers.fast_paths import channels_first
 from ..utils import NAMED_WEIGHTS, PretrainedFromAnyLayout, official_weights_url
 
 NUM_STAGES = 4
+COMPILED_VERSIONS_PER_STAGE = 8  # twice the four a stage takes (see _compile_blocks), for mixers of other kinds
 
 
 class Stem(nn.Module):
@@ -124,7 +126,9 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
             True for the default options, or a dict of ``torch.compile`` arguments (e.g. ``dict(mode=
             'max-autotune')``). The compiler fuses the memory-bound work between the matrix products (norms,
             activations, scales), and a detector or segmentor keeps its heads eager, so their graph breaks cost
-            nothing. The state dict is unchanged.
+            nothing. The state dict is unchanged. Raises torch's limit of compiled versions per function
+            (``torch._dynamo.config.recompile_limit``) to 32 where it is lower, so that every stage stays
+            compiled through training at several input sizes and validation.
         drop_path_rate: stochastic depth, rising linearly from 0 over all blocks.
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint=PATH_OR_URL)``; every known checkpoint layout is
             detected and converted (see :mod:`mmmetaformer.models.utils`). A checkpoint of another architecture is an
@@ -200,6 +204,13 @@ class MetaFormer(PretrainedFromAnyLayout, BaseModule):
             self._compile_blocks(compile_blocks if isinstance(compile_blocks, dict) else {})
 
     def _compile_blocks(self, options: dict) -> None:
+        # Every block runs one forward function (and every downsampling layer another), and torch keeps at most
+        # torch._dynamo.config.recompile_limit compiled versions of a function (8 by default) before it runs the
+        # rest eagerly. Training at several input sizes and validating without gradients takes up to four per
+        # stage (static and dynamic sizes, with and without gradients), and the limit is raised to twice that.
+        # torch has no public setting of it. Pinned by the test
+        # tests/test_engine/test_compile.py::test_compiled_blocks_stay_compiled_through_training_and_validation.
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, COMPILED_VERSIONS_PER_STAGE * NUM_STAGES)
         for stage in self.stages:
             stage.downsample.compile(**options)
             for block in stage.blocks:
