@@ -312,10 +312,11 @@ def _random_mixing_grids(name: str, size: int) -> List[Tuple[int, int]]:
     def record(mixer: nn.Module, args: tuple) -> None:
         grids.append(tuple(args[0].shape[1:3]))  # the mixers take (B, H, W, C)
 
-    hooks = [module.register_forward_pre_hook(record) for module in model.modules() if isinstance(module, RandomMixing)]
-    if hooks:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, size, size))
+    for module in model.modules():
+        if isinstance(module, RandomMixing):
+            module.register_forward_pre_hook(record)
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
     return grids
 
 
@@ -331,11 +332,11 @@ def build_backbone_pair(name: str, compile_blocks: Union[bool, dict] = False,
     mixers = [module for module in reference.modules() if isinstance(module, TokenMatrixMixing)]
     canonical, _, _ = to_canonical(reference.state_dict())
     ours.load_state_dict({k[len('backbone.'):]: v for k, v in canonical.items() if k.startswith('backbone.')},
-                         strict=not mixers)  # a RandFormer keeps its own mixing matrices, which go to timm's
-    ours_mixers = [module for module in ours.modules() if isinstance(module, RandomMixing)] if mixers else []
-    for mixer, ours_mixer, grid in zip(mixers, ours_mixers, _random_mixing_grids(name, size) if mixers else [],
-                                       strict=True):
-        mixer.load_matrix(ours_mixer.mixing_matrix(*grid))
+                         strict=not mixers)
+    if mixers:  # a RandFormer keeps its own mixing matrices; timm's take them, resampled to the input's grids
+        ours_mixers = [module for module in ours.modules() if isinstance(module, RandomMixing)]
+        for mixer, ours_mixer, grid in zip(mixers, ours_mixers, _random_mixing_grids(name, size), strict=True):
+            mixer.load_matrix(ours_mixer.mixing_matrix(*grid))
     return ours, reference
 
 
