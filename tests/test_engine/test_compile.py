@@ -88,29 +88,31 @@ def test_compiled_blocks_give_the_eager_outputs_and_gradients(name):
         torch.testing.assert_close(results[1][1][key], grad, rtol=1e-4, atol=1e-6, msg=key)
 
 
-def test_compiled_blocks_stay_compiled_through_training_and_validation(monkeypatch):
+def test_compiled_blocks_stay_compiled_through_training_and_validation():
     """Training at three input sizes, validating without gradients at two and training again compiles the shared
     block forward 17 times for PoolFormer-S12, past torch's default limit of 8, after which it would run eagerly."""
     import logging
 
     from mmmetaformer import PoolFormer
-    monkeypatch.setattr(torch._dynamo.config, 'recompile_limit', 8)  # torch's default, whatever ran before
-    torch.compiler.reset()
     records = []
     handler = logging.Handler()
     handler.emit = records.append
     logger = logging.getLogger('torch._dynamo')
     logger.addHandler(handler)
-    try:
-        model = PoolFormer(arch='s12', out_indices=(0, 1, 2, 3), compile_blocks=dict(backend='eager'))
-        assert torch._dynamo.config.recompile_limit == 32
-        for size in ((96, 128), (128, 96), (160, 160)):
-            model.train()(torch.randn(2, 3, *size))[0].sum().backward()
-        with torch.no_grad():
-            for size in ((96, 128), (160, 96)):
-                model.eval()(torch.randn(1, 3, *size))
-        model.train()(torch.randn(2, 3, 96, 160))[0].sum().backward()
-    finally:
-        logger.removeHandler(handler)
-        torch.compiler.reset()
+    torch.compiler.reset()
+    # torch's default limit, whatever ran before; the patch puts the previous value back (pytest's monkeypatch
+    # would delete the setting, which torch's config module then reports as missing)
+    with torch._dynamo.config.patch(recompile_limit=8):
+        try:
+            model = PoolFormer(arch='s12', out_indices=(0, 1, 2, 3), compile_blocks=dict(backend='eager'))
+            assert torch._dynamo.config.recompile_limit == 32
+            for size in ((96, 128), (128, 96), (160, 160)):
+                model.train()(torch.randn(2, 3, *size))[0].sum().backward()
+            with torch.no_grad():
+                for size in ((96, 128), (160, 96)):
+                    model.eval()(torch.randn(1, 3, *size))
+            model.train()(torch.randn(2, 3, 96, 160))[0].sum().backward()
+        finally:
+            logger.removeHandler(handler)
+            torch.compiler.reset()
     assert not [r.getMessage() for r in records if 'recompile_limit' in r.getMessage()]
