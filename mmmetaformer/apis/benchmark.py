@@ -297,10 +297,10 @@ def timm_reference(name: str) -> nn.Module:
     RandFormer: identity in stages 1-2, :class:`TokenMatrixMixing` in stages 3-4)."""
     import timm
     family, _, arch = name.partition('_')
-    base = f'poolformerv2_{arch}' if family in ('identityformer', 'randformer') else name
     mixers = {'identityformer': nn.Identity, 'randformer': [nn.Identity, nn.Identity] + [TokenMatrixMixing] * 2}
-    kwargs = {'token_mixers': mixers[family]} if family in mixers else {}
-    return timm.create_model(base, pretrained=False, num_classes=0, **kwargs)
+    if family not in mixers:
+        return timm.create_model(name, pretrained=False, num_classes=0)
+    return timm.create_model(f'poolformerv2_{arch}', pretrained=False, num_classes=0, token_mixers=mixers[family])
 
 
 def _random_mixing_grids(name: str, size: int) -> List[Tuple[int, int]]:
